@@ -1,0 +1,1 @@
+"""Subcommand registrations; each command's work lives in its own module."""

@@ -1,0 +1,56 @@
+"""Stream register slice that breaks the valid and ready timing paths."""
+
+from amaranth.hdl import Module, Signal, Shape
+from amaranth.lib import wiring, stream
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["SkidBuffer"]
+
+
+class SkidBuffer(wiring.Component):
+    """Two-entry skid buffer: ``o`` replays ``i`` one cycle later.
+
+    Ports: ``i`` (stream in), ``o`` (stream out), both of ``payload_shape``.
+    Latency one cycle; throughput one transfer per cycle on both sides.
+    ``i.ready``, ``o.valid`` and ``o.payload`` come straight from registers:
+    there is no combinational path from ``o.ready`` to ``i.ready`` nor from
+    ``i.valid`` to ``o.valid``. When ``o`` stalls, the word already accepted
+    on ``i`` that cycle waits in the skid register and ``i.ready`` drops.
+    """
+
+    def __init__(self, payload_shape):
+        try:
+            Shape.cast(payload_shape)
+        except TypeError as error:
+            raise TypeError(f"Payload shape must be shape-castable, not {payload_shape!r}") \
+                from error
+        self._payload_shape = payload_shape
+        super().__init__({
+            "i": In(stream.Signature(payload_shape)),
+            "o": Out(stream.Signature(payload_shape)),
+        })
+
+    @property
+    def payload_shape(self):
+        return self._payload_shape
+
+    def elaborate(self, platform):
+        m = Module()
+        skid_valid = Signal()
+        skid = Signal.like(self.i.payload, name="skid")
+
+        m.d.comb += self.i.ready.eq(~skid_valid)
+        accepted = self.i.valid & self.i.ready
+
+        with m.If(~self.o.valid | self.o.ready):
+            # The output register is free this cycle: refill it from the skid
+            # register first (older data), else from the input.
+            with m.If(skid_valid):
+                m.d.sync += [self.o.payload.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += self.o.valid.eq(accepted)
+                with m.If(accepted):
+                    m.d.sync += self.o.payload.eq(self.i.payload)
+        with m.Elif(accepted):
+            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+        return m

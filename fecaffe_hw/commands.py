@@ -1,1 +1,79 @@
-"""Subcommand registrations; each command's work lives in its own module."""
+"""Subcommand registrations: arguments and help here, the work in its own module."""
+
+from .cli import command
+
+
+@command("info", "Show a network's layers, shapes, parameters and MACs.", epilog="""\
+examples:
+  fecaffe-hw info nets/lenet.prototxt
+  fecaffe-hw info nets/lenet_train_test.prototxt --phase test
+  fecaffe-hw info nets/lenet.prototxt --json | python -m json.tool
+""")
+def _configure_info(parser):
+    parser.add_argument("net", metavar="NET", help="network prototxt (deploy or train/test)")
+    parser.add_argument("--phase", choices=("train", "test"), default="test",
+                        help="which phase's layers to show (default: test)")
+    parser.add_argument("--stage", action="append", default=[], metavar="STAGE",
+                        help="NetState stage for include/exclude rules (repeatable)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object instead of a table")
+
+    def run(args):
+        from .info import run_info
+        return run_info(args)
+    parser.set_defaults(run=run)
+
+
+@command("run", "Train a network as a Caffe solver prototxt describes it.", epilog="""\
+boards:
+  cpu     the float32 NumPy reference (Caffe's CPU semantics); the baseline
+          every hardware run is compared with
+
+examples:
+  fecaffe-hw data mnist
+  fecaffe-hw run nets/lenet_solver.prototxt --board cpu
+  fecaffe-hw run nets/lenet_solver.prototxt --max-iter 200 --json
+  fecaffe-hw run nets/lenet_solver.prototxt --resume snapshots/lenet_iter_1000.solverstate
+""")
+def _configure_run(parser):
+    parser.add_argument("solver", metavar="SOLVER", help="solver prototxt")
+    parser.add_argument("--board", choices=("cpu",), default="cpu",
+                        help="where to train (default: cpu)")
+    parser.add_argument("--max-iter", type=int, metavar="N",
+                        help="override the solver's max_iter")
+    parser.add_argument("--weights", metavar="CAFFEMODEL",
+                        help="initialise from these weights (fine-tuning)")
+    parser.add_argument("--resume", metavar="SOLVERSTATE",
+                        help="continue from a snapshot")
+    parser.add_argument("--json", action="store_true",
+                        help="end with one JSON line: iterations, final_loss, "
+                             "test_accuracy, wall_s")
+    parser.add_argument("--quiet", action="store_true", help="no log lines, no progress bar")
+
+    def run(args):
+        from .train import run_training
+        return run_training(args)
+    parser.set_defaults(run=run)
+
+
+@command("data", "Prepare data sets in Caffe's on-disk formats.", epilog="""\
+examples:
+  fecaffe-hw data mnist                   # bundled 5,000-digit sample -> data/mnist
+  fecaffe-hw data mnist --idx ~/mnist     # from MNIST's IDX files (raw or .gz)
+  fecaffe-hw data mnist -o /tmp/mnist
+""")
+def _configure_data(parser):
+    sub = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    mnist = sub.add_parser("mnist", help="MNIST as mnist_train_lmdb and mnist_test_lmdb",
+                           description="Write Caffe-layout MNIST LMDBs (Datum records).")
+    mnist.add_argument("--idx", metavar="DIR",
+                       help="directory with MNIST IDX files (default: the bundled sample)")
+    mnist.add_argument("-o", "--output", metavar="DIR", default="data/mnist",
+                       help="output directory (default: data/mnist)")
+
+    def run(args):
+        from .data.mnist import prepare_mnist
+        counts = prepare_mnist(args.output, idx_dir=args.idx)
+        print(", ".join(f"{name}: {count:,} records" for name, count in counts.items())
+              + f" -> {args.output}")
+    mnist.set_defaults(run=run)

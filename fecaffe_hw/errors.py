@@ -7,7 +7,7 @@ prints it and exits with status 2. Python users catch the specific classes.
 
 __all__ = [
     "FecaffeError", "PrototxtError", "NetError", "WeightsError", "SolverError",
-    "DataError",
+    "DataError", "PlanError", "LinkError",
 ]
 
 
@@ -46,3 +46,16 @@ class SolverError(FecaffeError):
 
 class DataError(FecaffeError):
     """A data source that is missing or malformed."""
+
+
+class PlanError(FecaffeError):
+    """A network the chosen board cannot run: names the layer and the limit."""
+
+    def __init__(self, message, *, layer=None):
+        self.layer, self.message = layer, message
+        super().__init__(f'layer "{layer}": {message}' if layer is not None else message)
+
+
+class LinkError(FecaffeError):
+    """A host link that failed: corrupt or lost bytes past the retries, a
+    timeout, a device that vanished or is not the expected bitstream."""

@@ -1,0 +1,351 @@
+"""MAX and AVE pooling, forward and backward, bit-exact with
+:mod:`fecaffe_hw.fixedpoint.pooling`."""
+
+import enum
+
+from amaranth import Array, Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from fecaffe_hw.fixedpoint.pooling import AverageDivider, overlap_count
+from .line_buffer import geometry
+
+__all__ = ["PoolKind", "Pooling", "PoolingBackward", "AverageDivide"]
+
+
+class PoolKind(enum.Enum):
+    MAX = "max"
+    AVE = "ave"
+
+
+def _kind(kind):
+    if isinstance(kind, PoolKind):
+        return kind
+    if isinstance(kind, str) and kind.upper() in PoolKind.__members__:
+        return PoolKind[kind.upper()]
+    raise ValueError(f"Pooling kind must be PoolKind.MAX or PoolKind.AVE, not {kind!r}")
+
+
+def _signed_shape(data_shape):
+    shape = Shape.cast(data_shape)
+    if not shape.signed or not 2 <= shape.width <= 32:
+        raise ValueError(f"Pooling data shape must be signed, 2 to 32 bits wide, "
+                         f"not {data_shape!r}")
+    return shape
+
+
+def _index_width(area):
+    return max(1, (area - 1).bit_length())
+
+
+class _Geometry:
+    """Parameters and position logic shared by the forward and backward cores."""
+
+    def _setup(self, kind, width, height, channels, kernel, stride, pad, data_shape):
+        self._kind = _kind(kind)
+        self._shape = _signed_shape(data_shape)
+        self._kernel, self._stride, self._pad, self._out_size = geometry(
+            width=width, height=height, channels=channels, kernel=kernel, stride=stride,
+            pad=pad, ceil_mode=True)
+        self._width, self._height, self._channels = width, height, channels
+
+    kind = property(lambda self: self._kind)
+    data_shape = property(lambda self: self._shape)
+    width = property(lambda self: self._width)
+    height = property(lambda self: self._height)
+    channels = property(lambda self: self._channels)
+    kernel = property(lambda self: self._kernel)
+    stride = property(lambda self: self._stride)
+    pad = property(lambda self: self._pad)
+    out_size = property(lambda self: self._out_size)
+
+    @property
+    def area(self):
+        return self._kernel[0] * self._kernel[1]
+
+    @property
+    def divider(self):
+        """The model's divider: its reciprocal table and constants are the RTL's."""
+        return AverageDivider(self.area, self._shape.width)
+
+    def _positions(self, m, step):
+        """Output position counters advanced by ``step``; returns ``(y0, x0, c,
+        last)``: the window origin in padded coordinates, the channel, and
+        whether this is the frame's last position."""
+        (sh, sw), (oh, ow) = self._stride, self._out_size
+        ox, oy = Signal(range(ow)), Signal(range(oh))
+        c = Signal(range(self._channels))
+        y0 = Signal(range((oh - 1) * sh + 1))
+        x0 = Signal(range((ow - 1) * sw + 1))
+        with m.If(step):
+            m.d.sync += c.eq(c + 1)
+            with m.If(c == self._channels - 1):
+                m.d.sync += [c.eq(0), ox.eq(ox + 1), x0.eq(x0 + sw)]
+                with m.If(ox == ow - 1):
+                    m.d.sync += [ox.eq(0), x0.eq(0), oy.eq(oy + 1), y0.eq(y0 + sh)]
+                    with m.If(oy == oh - 1):
+                        m.d.sync += [oy.eq(0), y0.eq(0)]
+        last = (c == self._channels - 1) & (ox == ow - 1) & (oy == oh - 1)
+        return y0, x0, c, last
+
+    def _inside(self, y0, x0):
+        """Per window row / column: inside the image rather than padding."""
+        (kh, kw), (ph, pw) = self._kernel, self._pad
+        rows = Cat(((y0 + ky >= ph) & (y0 + ky < self._height + ph)) for ky in range(kh))
+        cols = Cat(((x0 + kx >= pw) & (x0 + kx < self._width + pw)) for kx in range(kw))
+        return rows, cols
+
+    def _pool_size(self, y0, x0):
+        """Caffe's AVE pool size: the window clipped at ``H + pad`` / ``W + pad``
+        (unpadded coordinates; the bottom/right padding counts)."""
+        (kh, kw), (ph, pw) = self._kernel, self._pad
+        bottom, right = self._height + 2 * ph, self._width + 2 * pw
+        rows = Mux(y0 + kh > bottom, bottom - y0, kh)
+        cols = Mux(x0 + kw > right, right - x0, kw)
+        return rows * cols
+
+
+class AverageDivide(wiring.Component):
+    """Combinational ``AverageDivider``: ``quotient = RNE(dividend / divisor)``.
+
+    ``dividend`` is ``sum_bits`` signed, ``divisor`` is ``1..area``;
+    ``quotient`` is ``sum_bits`` signed. One multiply by a table reciprocal
+    plus the tie window (see :class:`~fecaffe_hw.fixedpoint.pooling.AverageDivider`).
+    """
+
+    def __init__(self, divider):
+        if not isinstance(divider, AverageDivider):
+            raise TypeError(f"Expected an AverageDivider, not {divider!r}")
+        self._divider = divider
+        super().__init__({
+            "dividend": In(signed(divider.sum_bits)),
+            "divisor": In(range(divider.area + 1)),
+            "quotient": Out(signed(divider.sum_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        d = self._divider
+        table = Array(Const(r, unsigned(d.recip_bits)) for r in d.reciprocals)
+        product = Signal(signed(d.sum_bits + d.recip_bits + 1))
+        m.d.comb += product.eq(self.dividend * table[self.divisor])
+        whole = product[d.shift:].as_signed()
+        fraction = product[:d.shift]
+        half, window = 1 << (d.shift - 1), d.tie_window
+        tie = (fraction > half - window) & (fraction < half + window)
+        m.d.comb += self.quotient.eq(Mux(tie, whole + whole[0], whole + (fraction > half)))
+        return m
+
+
+class Pooling(_Geometry, wiring.Component):
+    """Pooling forward over a stream of windows.
+
+    ``windows`` (in): ``ArrayLayout(data_shape, kh * kw)`` in window raster
+    order, one per output position and channel in ``(oy, ox, c)`` order, zero
+    in the padding: what a :class:`~fecaffe_hw.cores.line_buffer.LineBuffer`
+    with the same geometry and ``ceil_mode=True`` emits.
+
+    ``pooled`` (out): ``{"value", "index"}`` for MAX (``index = ky * kw + kx``
+    of the first maximum; padding never wins), ``{"value"}`` for AVE
+    (``RNE(sum / pool_size)``), in the same order.
+
+    Throughput one window per cycle; latency 2 cycles (reduce, then divide).
+    ``data_shape`` must be signed, 2..32 bits.
+    """
+
+    def __init__(self, *, kind, width, height, channels=1, kernel, stride=1, pad=0,
+                 data_shape):
+        self._setup(kind, width, height, channels, kernel, stride, pad, data_shape)
+        fields = {"value": self._shape}
+        if self._kind is PoolKind.MAX:
+            fields["index"] = unsigned(_index_width(self.area))
+        super().__init__({
+            "windows": In(stream.Signature(data.ArrayLayout(self._shape, self.area))),
+            "pooled": Out(stream.Signature(data.StructLayout(fields))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        kw = self._kernel[1]
+        # Both stages move together: one valid bit each, stalled by the output.
+        valid1, valid2 = Signal(), Signal()
+        advance = ~valid2 | self.pooled.ready
+        m.d.comb += [self.windows.ready.eq(advance), self.pooled.valid.eq(valid2)]
+        take = self.windows.valid & advance
+        y0, x0, c, _ = self._positions(m, take)
+        window = self.windows.payload
+
+        with m.If(advance):
+            m.d.sync += [valid1.eq(self.windows.valid), valid2.eq(valid1)]
+
+        if self._kind is PoolKind.MAX:
+            rows, cols = self._inside(y0, x0)
+            # Tree over window raster order; on equal values the left (earlier)
+            # candidate stays, so the first maximum wins as with Caffe's `>`.
+            nodes = [(window[i], Const(i, _index_width(self.area)), rows[i // kw] & cols[i % kw])
+                     for i in range(self.area)]
+            while len(nodes) > 1:
+                paired = []
+                for a, b in zip(nodes[0::2], nodes[1::2]):
+                    take_b = b[2] & (~a[2] | (b[0] > a[0]))
+                    paired.append((Mux(take_b, b[0], a[0]), Mux(take_b, b[1], a[1]), a[2] | b[2]))
+                nodes = paired + ([nodes[-1]] if len(nodes) % 2 else [])
+            value1, index1 = Signal(self._shape), Signal(_index_width(self.area))
+            with m.If(advance):
+                m.d.sync += [value1.eq(nodes[0][0]), index1.eq(nodes[0][1]),
+                             self.pooled.payload.value.eq(value1),
+                             self.pooled.payload.index.eq(index1)]
+        else:
+            divider = self.divider
+            m.submodules.divide = divide = AverageDivide(divider)
+            total = Signal(signed(divider.sum_bits))
+            size = Signal(range(self.area + 1))
+            with m.If(advance):
+                m.d.sync += [total.eq(sum(window[i] for i in range(self.area))),
+                             size.eq(self._pool_size(y0, x0))]
+            m.d.comb += [divide.dividend.eq(total), divide.divisor.eq(size)]
+            with m.If(advance):
+                # |average| <= max |input|: no saturation needed.
+                m.d.sync += self.pooled.payload.value.eq(divide.quotient)
+        return m
+
+
+class PoolingBackward(_Geometry, wiring.Component):
+    """Pooling backward: output gradients in, the input gradient map out.
+
+    ``grads`` (in): ``{"grad", "index"}`` (MAX, ``index`` as :class:`Pooling`
+    emits it; an index into the padding is not checked) or ``{"grad"}``
+    (AVE), ``(oy, ox, c)`` order.
+    ``bottom`` (out): the input gradient, ``data_shape``, ``(y, x, c)`` order.
+
+    Accumulates into a scratch map of ``height * width * channels`` words of
+    ``bits + clog2(overlap)`` bits (no overflow for Caffe's overlap of
+    ``ceil(k/s)`` windows per axis), then streams it out saturated and clears
+    it. Throughput: MAX one gradient per cycle; AVE ``kh * kw + 2`` cycles
+    per gradient (one read-modify-write per window position); then one word
+    per cycle out. Large maps are tiled over channels by the caller.
+    """
+
+    def __init__(self, *, kind, width, height, channels=1, kernel, stride=1, pad=0,
+                 data_shape):
+        self._setup(kind, width, height, channels, kernel, stride, pad, data_shape)
+        fields = {"grad": self._shape}
+        if self._kind is PoolKind.MAX:
+            fields["index"] = unsigned(_index_width(self.area))
+        super().__init__({
+            "grads": In(stream.Signature(data.StructLayout(fields))),
+            "bottom": Out(stream.Signature(self._shape)),
+        })
+
+    @property
+    def acc_bits(self):
+        return self._shape.width + (overlap_count(self._kernel, self._stride) - 1).bit_length()
+
+    def elaborate(self, platform):
+        m = Module()
+        (kh, kw), (ph, pw) = self._kernel, self._pad
+        height, width, channels = self._height, self._width, self._channels
+        depth = height * width * channels
+        acc = signed(self.acc_bits)
+        m.submodules.scratch = scratch = Memory(shape=acc, depth=depth, init=[])
+        wr = scratch.write_port()
+        # Transparent, so back-to-back updates of one word see each other.
+        rd = scratch.read_port(transparent_for=(wr,))
+
+        # Stage 1 of the read-modify-write: the word being read, and what to add.
+        rmw_valid = Signal()
+        rmw_addr = Signal.like(rd.addr)
+        rmw_add = Signal(acc)
+        m.d.sync += rmw_valid.eq(0)
+
+        def update(addr, amount, enable):
+            m.d.comb += rd.addr.eq(addr)
+            with m.If(enable):
+                m.d.sync += [rmw_valid.eq(1), rmw_addr.eq(addr), rmw_add.eq(amount)]
+
+        def address(y, x, c):
+            return (y * width + x) * channels + c
+
+        # Drain stage: output register behind the read port.
+        out_valid = Signal()
+        clear_valid, clear_addr = Signal(), Signal.like(rd.addr)
+        m.d.sync += clear_valid.eq(0)
+        m.d.comb += self.bottom.valid.eq(out_valid)
+        lo, hi = -(1 << (self._shape.width - 1)), (1 << (self._shape.width - 1)) - 1
+        m.d.comb += self.bottom.payload.eq(Mux(rd.data < lo, lo, Mux(rd.data > hi, hi, rd.data)))
+
+        with m.If(rmw_valid):
+            m.d.comb += [wr.addr.eq(rmw_addr), wr.data.eq(rd.data + rmw_add), wr.en.eq(1)]
+        with m.Elif(clear_valid):
+            m.d.comb += [wr.addr.eq(clear_addr), wr.data.eq(0), wr.en.eq(1)]
+
+        drain_addr = Signal(range(depth))
+        take = self.grads.valid & self.grads.ready
+        y0, x0, c, last = self._positions(m, take)
+        m.d.comb += rd.en.eq(1)
+
+        with m.FSM():
+            with m.State("ACCUMULATE"):
+                if self._kind is PoolKind.MAX:
+                    m.d.comb += self.grads.ready.eq(1)
+                    # index -> (ky, kx) by table: kw need not be a power of two.
+                    ky = Array(Const(i // kw, range(kh)) for i in range(self.area))
+                    kx = Array(Const(i % kw, range(kw)) for i in range(self.area))
+                    index = self.grads.payload.index
+                    y, x = y0 + ky[index] - ph, x0 + kx[index] - pw
+                    update(address(y, x, c), self.grads.payload.grad, take)
+                    with m.If(take & last):
+                        m.next = "FLUSH"
+                else:
+                    # Hold one gradient and its window; spread it over kh * kw cycles.
+                    divider = self.divider
+                    m.submodules.divide = divide = AverageDivide(divider)
+                    busy = Signal()
+                    held_grad = Signal(self._shape)
+                    held = Signal(range(self.area + 1))
+                    share = Signal(acc)
+                    first = Signal()
+                    hy0, hx0, hc = Signal.like(y0), Signal.like(x0), Signal.like(c)
+                    held_last = Signal()
+                    m.d.comb += [divide.dividend.eq(held_grad),
+                                 divide.divisor.eq(self._pool_size(hy0, hx0)),
+                                 self.grads.ready.eq(~busy)]
+                    with m.If(take):
+                        m.d.sync += [busy.eq(1), first.eq(1), held.eq(0),
+                                     held_grad.eq(self.grads.payload.grad),
+                                     hy0.eq(y0), hx0.eq(x0), hc.eq(c), held_last.eq(last)]
+                    rows, cols = self._inside(hy0, hx0)
+                    ky = Array(Const(i // kw, range(kh)) for i in range(self.area))
+                    kx = Array(Const(i % kw, range(kw)) for i in range(self.area))
+                    inside = Array(rows[i // kw] & cols[i % kw] for i in range(self.area))
+                    with m.If(busy & first):
+                        m.d.sync += [share.eq(divide.quotient), first.eq(0)]
+                    with m.Elif(busy):
+                        y, x = hy0 + ky[held] - ph, hx0 + kx[held] - pw
+                        update(address(y, x, hc), share, inside[held])
+                        m.d.sync += held.eq(held + 1)
+                        with m.If(held == self.area - 1):
+                            m.d.sync += busy.eq(0)
+                            with m.If(held_last):
+                                m.next = "FLUSH"
+            with m.State("FLUSH"):
+                # The last update writes this cycle.
+                m.d.sync += drain_addr.eq(0)
+                m.next = "DRAIN"
+            with m.State("DRAIN"):
+                advance = ~out_valid | self.bottom.ready
+                m.d.comb += [rd.addr.eq(drain_addr), rd.en.eq(advance)]
+                with m.If(advance):
+                    m.d.sync += [out_valid.eq(1), drain_addr.eq(drain_addr + 1),
+                                 # Cleared a cycle after the read: the transparent
+                                 # port would otherwise return the zero.
+                                 clear_valid.eq(1), clear_addr.eq(drain_addr)]
+                    with m.If(drain_addr == depth - 1):
+                        m.next = "LAST"
+            with m.State("LAST"):
+                m.d.comb += rd.en.eq(0)
+                with m.If(self.bottom.ready):
+                    m.d.sync += out_valid.eq(0)
+                    m.next = "ACCUMULATE"
+        return m

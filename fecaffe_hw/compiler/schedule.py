@@ -1,0 +1,532 @@
+"""Plan -> Schedule: the ordered sequencer commands of a training iteration and an inference pass.
+
+Lowering (Caffe's, to GEMM; see :func:`~fecaffe_hw.compiler.plan.layer_gemms`):
+
+* Convolution and InnerProduct become tiled GEMMs on the array. A tile is
+  ``tm x tk`` of A, ``tk x tn`` of B and ``tm x tn`` of C, the largest that
+  fits half of each on-chip buffer (the other half is being filled by the
+  DMA: double buffering). Loop order m, n, k: an A tile that covers all of K
+  is loaded once per m and reused for every n (a resident weight matrix is
+  loaded once per pass). Bias is added as the C tile completes.
+* Backward-data GEMMs store through col2im (scatter-add into a zeroed diff).
+  Backward-weights GEMMs split K (batch positions) at image boundaries where
+  the buffers allow, and every K chunk's C tile is added into the gradient
+  by the accumulator: that is the gradient accumulation over the batch, in
+  ``grad_bits``-wide accumulators. Bias gradients are ACC_BIAS reductions.
+* Pooling, ReLU/Sigmoid/TanH and Split's gradient sum run on the pooling and
+  eltwise units; Split, Flatten and inference Dropout are aliases (no command).
+* Softmax, SoftmaxWithLoss and Accuracy run on the host (HOST commands),
+  which also writes the loss gradient; inputs are written by the host.
+* Training ends with one SGD_UPDATE per learnable parameter blob, which also
+  zeroes its gradient for the next iteration.
+
+MAC rule: an inference pass's array MACs equal the net's forward MACs
+(``LayerInfo.macs``); a training iteration's are, per Convolution or
+InnerProduct layer, ``F * (1 + [a parameter learns] + [its bottom needs a
+gradient])`` with ``F`` its forward MACs: forward + 2 x backward except where
+Caffe skips a backward (the first layer has no backward-data).
+
+Cycle estimates: DMA ``latency + bytes / bytes_per_cycle``; GEMM
+``ceil(tm/rows) * ceil(tn/cols) * max(tk, rows) + rows + cols + 4`` (the
+array's own figure); pooling and eltwise one element per cycle plus their
+latency (AVE backward ``kh*kw + 1`` per gradient); host commands the link's
+transfer time. :meth:`Schedule.cycles` overlaps DMA with compute per layer
+and stage (double buffering): ``max(dma, array, other units)``.
+"""
+
+import collections
+import json
+import math
+from dataclasses import dataclass, field
+
+from ..runtime import isa
+from ..runtime.isa import Buffer, EltwiseOp, Flag, HostOp, Opcode, PoolKind, Stage, Unit
+from .plan import HOST_TYPES, layer_gemms
+
+__all__ = ["Command", "Schedule", "build_schedule", "LINK_BYTES_PER_SECOND"]
+
+#: Host link payload rates used for HOST commands' estimates: 12 Mbaud 8N1,
+#: and a PCIe gen2 x1 XDMA stream (conservative).
+LINK_BYTES_PER_SECOND = {"uart": 1_200_000, "pcie": 300_000_000}
+
+
+@dataclass
+class Command:
+    """One sequencer command: ISA opcode and fields plus what the compiler knows about it."""
+    opcode: Opcode
+    layer: str
+    layer_index: int
+    stage: Stage
+    fields: dict = field(default_factory=dict)
+    macs: int = 0
+    cycles: int = 0
+    operands: dict = field(default_factory=dict)
+
+    @property
+    def unit(self):
+        return Unit(self.fields.get("unit", isa.OPCODE_UNIT[self.opcode]))
+
+    def words(self):
+        return isa.encode(self.opcode, layer=self.layer_index, stage=int(self.stage),
+                          **self.fields)
+
+    def to_dict(self):
+        return {"opcode": self.opcode.name, "unit": self.unit.name.lower(),
+                "layer": self.layer, "stage": self.stage.name.lower(),
+                "fields": {k: int(v) for k, v in self.fields.items()},
+                "macs": self.macs, "cycles": self.cycles, "operands": self.operands}
+
+
+class Schedule:
+    """Commands per phase: ``"train"`` (one iteration; training plans only) and
+    ``"inference"`` (one forward pass). ``plan_hash`` ties it to its Plan."""
+
+    def __init__(self, plan_hash, phases):
+        self.plan_hash = plan_hash
+        self.phases = phases
+
+    def commands(self, phase):
+        try:
+            return self.phases[phase]
+        except KeyError:
+            raise KeyError(f"No phase {phase!r} in the schedule "
+                           f"(phases: {', '.join(self.phases)})") from None
+
+    def macs(self, phase):
+        return sum(c.macs for c in self.commands(phase))
+
+    def count(self, phase, opcode=None, unit=None):
+        return sum(1 for c in self.commands(phase)
+                   if (opcode is None or c.opcode == opcode) and (unit is None or c.unit == unit))
+
+    def cycles(self, phase):
+        """Estimated cycles with DMA overlapping compute within each layer and stage."""
+        groups = collections.defaultdict(lambda: collections.Counter())
+        for c in self.commands(phase):
+            unit = c.unit
+            kind = "dma" if unit == Unit.DMA else "array" if unit == Unit.ARRAY else "other"
+            groups[c.layer, c.stage][kind] += c.cycles
+        return sum(max(g.values()) for g in groups.values())
+
+    def to_words(self, phase):
+        words = []
+        for c in self.commands(phase):
+            words += c.words()
+        return words
+
+    def to_json(self, indent=None):
+        return json.dumps({
+            "plan_hash": self.plan_hash,
+            "phases": {name: {"macs": self.macs(name), "cycles": self.cycles(name),
+                              "commands": [c.to_dict() for c in cmds]}
+                       for name, cmds in self.phases.items()}}, indent=indent)
+
+
+def build_schedule(plan):
+    """The :class:`Schedule` of ``plan``."""
+    phases = {}
+    if plan.training:
+        phases["train"] = _Builder(plan, training=True).build()
+    phases["inference"] = _Builder(plan, training=False).build()
+    return Schedule(plan.hash, phases)
+
+
+class _Builder:
+    def __init__(self, plan, *, training):
+        self.plan = plan
+        self.training = training
+        self.out = []
+        self.eb = plan.buffers["A"]["elem_bytes"]
+        self.half = {name: plan.buffers[name]["depth"] for name in ("A", "B", "C")}
+        self.loads = collections.Counter()
+        self.bpc = plan.memory["bytes_per_cycle"]
+        self.latency = plan.memory["latency"]
+        link = plan.board["links"][0]
+        self.host_rate = LINK_BYTES_PER_SECOND[link] / (plan.board["clock_mhz"] * 1e6)
+        self.acc_bytes = plan.bram.get("accumulator", 0) * 4608
+        self.formats = plan.formats
+
+    # -- helpers --------------------------------------------------------------
+
+    def region(self, name):
+        return self.plan.region(name)
+
+    def has(self, name):
+        return any(r.name == name for r in self.plan.layout)
+
+    def frac(self, key, part="data"):
+        fmt = self.formats[key][part]
+        return fmt.frac if fmt is not None else 0
+
+    def emit(self, opcode, rec, stage, *, macs=0, cycles=0, operands=None, **fields):
+        self.out.append(Command(opcode, rec["name"] if rec else "", rec["index"] if rec else 0,
+                                stage, fields, macs, int(cycles), operands or {}))
+
+    def dma_cycles(self, nbytes):
+        return self.latency + math.ceil(nbytes / self.bpc)
+
+    def load(self, rec, stage, buf, rows, cols, operand, **fields):
+        offset = (self.loads[buf] % 2) * self.half[buf.name]
+        self.loads[buf] += 1
+        self.emit(Opcode.DMA_LOAD, rec, stage, func=int(buf), offset=offset, rows=rows,
+                  cols=cols, cycles=self.dma_cycles(rows * cols * self.eb),
+                  operands={"operand": operand, "buffer": buf.name, "tile": [rows, cols]},
+                  **fields)
+        return offset
+
+    # -- GEMM tiling ----------------------------------------------------------
+
+    def tiles(self, m, k, n, k_step=1):
+        rows, cols = self.plan.rows, self.plan.cols
+        a, b, c = self.half["A"], self.half["B"], self.half["C"]
+        tk = min(k, max(1, a // min(m, rows)), max(1, b // min(n, cols)))
+        if k_step > 1 and tk >= k_step:
+            tk = tk // k_step * k_step
+        tm = min(m, max(min(m, rows), (a // tk) // rows * rows))
+        tn = min(n, max(min(n, cols), (b // tk) // cols * cols))
+        while tm * tn > c and tn > min(n, cols):
+            tn = max(min(n, cols), (tn - cols) // cols * cols)
+        while tm * tn > c and tm > min(m, rows):
+            tm = max(min(m, rows), (tm - rows) // rows * rows)
+        return tm, tk, tn
+
+    def gemm(self, rec, stage, dims, a, b, c, *, shift, bias_addr=None, per_k_output=False,
+             k_step=1, flags=0):
+        """Tiled ``C = A @ B``. ``a``/``b`` give DMA fields of a tile, ``c`` emits the output."""
+        groups, m, k, n = dims
+        tm, tk, tn = self.tiles(m, k, n, k_step)
+        rows, cols = self.plan.rows, self.plan.cols
+        for g in range(groups):
+            loaded = None
+            for m0 in range(0, m, tm):
+                mm = min(tm, m - m0)
+                for n0 in range(0, n, tn):
+                    nn = min(tn, n - n0)
+                    for k0 in range(0, k, tk):
+                        kk = min(tk, k - k0)
+                        if loaded != (g, m0, k0) or tk < k:
+                            a_off = self.load(rec, stage, Buffer.A, mm, kk, "A",
+                                              **a(g, m0, mm, k0, kk))
+                            loaded = (g, m0, k0)
+                        b_off = self.load(rec, stage, Buffer.B, kk, nn, "B",
+                                          **b(g, k0, kk, n0, nn))
+                        first = k0 == 0 or per_k_output
+                        last = k0 + kk == k or per_k_output
+                        gflags = flags | (0 if first else Flag.ACCUMULATE)
+                        extra = {}
+                        if bias_addr is not None and last:
+                            gflags |= Flag.BIAS
+                            extra["bias_addr"] = bias_addr + (g * m + m0) * self.eb
+                        self.emit(Opcode.GEMM, rec, stage, a_offset=a_off, b_offset=b_off,
+                                  c_offset=0, m=mm, n=nn, k=kk, flags=int(gflags),
+                                  macs=mm * kk * nn,
+                                  cycles=math.ceil(mm / rows) * math.ceil(nn / cols)
+                                  * max(kk, rows) + rows + cols + 4,
+                                  operands={"tile": [mm, kk, nn], "at": [g, m0, k0, n0]},
+                                  **extra)
+                        if per_k_output:
+                            c(g, m0, mm, n0, nn, shift)
+                    if not per_k_output:
+                        c(g, m0, mm, n0, nn, shift)
+
+    def store(self, rec, stage, rows, cols, shift, **fields):
+        self.emit(Opcode.DMA_STORE, rec, stage, func=int(Buffer.C), offset=0, rows=rows,
+                  cols=cols, shift=shift, cycles=self.dma_cycles(rows * cols * self.eb),
+                  operands={"tile": [rows, cols]}, **fields)
+
+    def acc_add(self, rec, key, rows, cols, row_stride, first, shift):
+        grad = self.region(f"{key}.gradient")
+        resident = grad.size <= self.acc_bytes
+        cycles = rows * cols
+        if not resident:
+            cycles = max(cycles, self.dma_cycles(2 * rows * cols * grad.elem_bytes))
+        self.emit(Opcode.ACC_ADD, rec, Stage.ACCUMULATE, offset=0,
+                  grad_addr=grad.offset + first * grad.elem_bytes, rows=rows, cols=cols,
+                  stride=row_stride, shift=shift, flags=int(Flag.RESIDENT) if resident else 0,
+                  cycles=cycles, operands={"gradient": key, "tile": [rows, cols]})
+
+    # -- layers ---------------------------------------------------------------
+
+    def build(self):
+        layers = self.plan.layers
+        for rec in layers:
+            self.forward(rec)
+            self.emit(Opcode.SYNC, rec, Stage.FORWARD)
+        if self.training:
+            for rec in reversed(layers):
+                if rec["need_backward"]:
+                    before = len(self.out)
+                    self.backward(rec)
+                    if len(self.out) > before:
+                        self.emit(Opcode.SYNC, rec, Stage.BACKWARD_DATA)
+            for rec in layers:
+                self.update(rec)
+        self.emit(Opcode.END, None, Stage.SETUP, flags=int(Flag.LAST))
+        return self.out
+
+    def forward(self, rec):
+        t = rec["type"]
+        if t in ("Input", "Data"):
+            labels = [r for r in (f"{top}.data" for top in rec["tops"])
+                      if self.has(r) and self.region(r).kind == "label"]
+            data = self.region(f"{rec['tops'][0]}.data")
+            nbytes = data.size + sum(self.region(r).size for r in labels)
+            self.emit(Opcode.HOST, rec, Stage.HOST, func=int(HostOp.INPUT), addr=data.offset,
+                      count=nbytes, label_addr=self.region(labels[0]).offset if labels else 0,
+                      cycles=nbytes / self.host_rate, operands={"blobs": rec["tops"]})
+        elif t == "Convolution":
+            self.conv_forward(rec)
+        elif t == "InnerProduct":
+            self.ip_forward(rec)
+        elif t == "Pooling":
+            self.pool(rec, backward=False)
+        elif t in ("ReLU", "Sigmoid", "TanH"):
+            op = {"ReLU": EltwiseOp.RELU_FWD, "Sigmoid": EltwiseOp.SIGMOID_FWD,
+                  "TanH": EltwiseOp.TANH_FWD}[t]
+            src = self.region(f"{rec['bottoms'][0]}.data")
+            dst = self.region(f"{rec['tops'][0]}.data")
+            count = math.prod(src.shape)
+            slope = round(rec.get("negative_slope", 0.0) * (1 << 16))
+            self.emit(Opcode.ELTWISE, rec, Stage.FORWARD, func=int(op), src=src.offset,
+                      dst=dst.offset, count=count, slope=slope,
+                      shift=self.frac(rec["bottoms"][0]) - self.frac(rec["tops"][0]),
+                      cycles=count + 5 + self.dma_cycles(2 * src.size))
+        elif t in HOST_TYPES:
+            self.host_layer(rec)
+        # Split, Flatten, Dropout (inference): aliases, no command.
+
+    def host_layer(self, rec):
+        op = {"Softmax": HostOp.SOFTMAX, "SoftmaxWithLoss": HostOp.SOFTMAX_LOSS,
+              "Accuracy": HostOp.ACCURACY}[rec["type"]]
+        src = self.region(f"{rec['bottoms'][0]}.data")
+        label = (self.region(f"{rec['bottoms'][1]}.data").offset
+                 if len(rec["bottoms"]) > 1 else 0)
+        diff = 0
+        nbytes = src.size
+        if self.training and rec["bottom_need_backward"] and rec["bottom_need_backward"][0]:
+            d = self.region(f"{rec['bottoms'][0]}.diff")
+            diff, nbytes = d.offset, nbytes + d.size
+        self.emit(Opcode.HOST, rec, Stage.HOST, func=int(op), addr=src.offset,
+                  diff_addr=diff, count=src.size, label_addr=label,
+                  cycles=nbytes / self.host_rate)
+
+    def geometry(self, rec, unit):
+        c = rec["channels"]
+        self.emit(Opcode.SET_GEOMETRY, rec, Stage.FORWARD, unit=int(unit), channels=c,
+                  height=rec["in_hw"][0], width=rec["in_hw"][1], kernel_h=rec["kernel"][0],
+                  kernel_w=rec["kernel"][1], stride_h=rec["stride"][0],
+                  stride_w=rec["stride"][1], pad_h=rec["pad"][0], pad_w=rec["pad"][1],
+                  out_h=rec["out_hw"][0], out_w=rec["out_hw"][1], images=rec["images"],
+                  group=rec.get("group", 1))
+
+    def weight_fields(self, rec, transpose=False):
+        w = self.region(f"{rec['name']}/0.weight")
+        k = math.prod(w.shape[1:])
+
+        def fields(g, r0, rr, c0, cc):
+            # A tile rows r0.. cols c0.. of W (or W^T) of group g.
+            base = g * (w.shape[0] // rec.get("group", 1))
+            if transpose:
+                return {"addr": w.offset + ((base + c0) * k + r0) * self.eb,
+                        "stride": k * self.eb, "flags": int(Flag.TRANSPOSE_B)}
+            return {"addr": w.offset + ((base + r0) * k + c0) * self.eb, "stride": k * self.eb}
+        return fields
+
+    def conv_forward(self, rec):
+        self.geometry(rec, Unit.LINE_BUFFER)
+        dims = layer_gemms(rec)["forward"]
+        x = self.region(f"{rec['bottoms'][0]}.data")
+        y = self.region(f"{rec['tops'][0]}.data")
+        wkey, bkey = f"{rec['name']}/0", f"{rec['name']}/1"
+        _, m, k, _ = dims
+        shift = (self.frac(wkey) + self.frac(rec["bottoms"][0])) - self.frac(rec["tops"][0])
+        bias = self.region(f"{bkey}.weight").offset if rec["bias"] else None
+
+        def b(g, k0, kk, n0, nn):
+            return {"addr": x.offset, "k0": g * k + k0, "col0": n0, "flags": int(Flag.IM2COL)}
+
+        def c(g, m0, mm, n0, nn, shift):
+            self.store(rec, Stage.FORWARD, mm, nn, shift, addr=y.offset, k0=g * m + m0,
+                       col0=n0, flags=int(Flag.FMAP))
+        self.gemm(rec, Stage.FORWARD, dims, self.weight_fields(rec), b, c, shift=shift,
+                  bias_addr=bias)
+
+    def ip_forward(self, rec):
+        dims = layer_gemms(rec)["forward"]
+        _, o, k, mb = dims
+        x = self.region(f"{rec['bottoms'][0]}.data")
+        y = self.region(f"{rec['tops'][0]}.data")
+        wkey, bkey = f"{rec['name']}/0", f"{rec['name']}/1"
+        shift = (self.frac(wkey) + self.frac(rec["bottoms"][0])) - self.frac(rec["tops"][0])
+        bias = self.region(f"{bkey}.weight").offset if rec["bias"] else None
+
+        def b(g, k0, kk, n0, nn):   # X^T tile: rows n0.. of X, columns k0..
+            return {"addr": x.offset + (n0 * k + k0) * self.eb, "stride": k * self.eb,
+                    "flags": int(Flag.TRANSPOSE_B)}
+
+        def c(g, m0, mm, n0, nn, shift):   # Y^T tile back into Y (Mb x O)
+            self.store(rec, Stage.FORWARD, mm, nn, shift,
+                       addr=y.offset + (n0 * o + m0) * self.eb, stride=o * self.eb,
+                       flags=int(Flag.TRANSPOSE_B))
+        self.gemm(rec, Stage.FORWARD, dims, self.weight_fields(rec, rec["transpose"]), b, c,
+                  shift=shift, bias_addr=bias)
+
+    def pool(self, rec, *, backward):
+        stage = Stage.BACKWARD_DATA if backward else Stage.FORWARD
+        if not backward:
+            self.geometry(rec, Unit.POOL)
+        kind = PoolKind.MAX if rec["pool"] == "MAX" else PoolKind.AVE
+        bottom, top = rec["bottoms"][0], rec["tops"][0]
+        c, n = rec["channels"], rec["images"]
+        h, w = rec["in_hw"]
+        oh, ow = rec["out_hw"]
+        kh, kw = rec["kernel"]
+        part = "diff" if backward else "data"
+        src = self.region(f"{top if backward else bottom}.{part}")
+        dst = self.region(f"{bottom if backward else top}.{part}")
+        index = (self.region(f"{rec['name']}.index").offset
+                 if self.training and kind == PoolKind.MAX else 0)
+        # Channel tiles: the line buffer (forward) or the scratch map (backward).
+        blocks = self.plan.bram.get("pool_scratch" if backward else "line_buffer", 1)
+        per_channel = (h * w) if backward else (kh + rec["stride"][0]) * (w + 2 * rec["pad"][1])
+        ct = max(1, min(c, blocks * 4608 // (per_channel * self.eb)))
+        flags = int(Flag.TRAINING) if self.training and not backward else 0
+        op = Opcode.POOL_BWD if backward else Opcode.POOL_FWD
+        shift = (self.frac(top, "diff") - self.frac(bottom, "diff") if backward
+                 else self.frac(bottom) - self.frac(top))
+        for c0 in range(0, c, ct):
+            cc = min(ct, c - c0)
+            ins, outs = n * cc * h * w, n * cc * oh * ow
+            if backward and kind == PoolKind.AVE:
+                cycles = outs * (kh * kw + 1) + ins
+            elif backward:
+                cycles = outs + ins
+            else:
+                cycles = max(ins, outs) + 2
+            cycles = max(cycles, self.dma_cycles((ins + outs) * self.eb))
+            self.emit(op, rec, stage, func=int(kind), src=src.offset, dst=dst.offset,
+                      index_addr=index, c0=c0, channels=cc, n0=0, images=n, shift=shift,
+                      flags=flags, cycles=cycles, operands={"channels": [c0, cc]})
+
+    # -- backward ---------------------------------------------------------------
+
+    def backward(self, rec):
+        t = rec["type"]
+        down = rec["bottom_need_backward"]
+        if t in ("Convolution", "InnerProduct"):
+            self.gemm_backward(rec)
+        elif t == "Pooling" and down[0]:
+            self.pool(rec, backward=True)
+        elif t in ("ReLU", "Sigmoid", "TanH") and down[0]:
+            op = {"ReLU": EltwiseOp.RELU_BWD, "Sigmoid": EltwiseOp.SIGMOID_BWD,
+                  "TanH": EltwiseOp.TANH_BWD}[t]
+            top, bottom = rec["tops"][0], rec["bottoms"][0]
+            dy, dx = self.region(f"{top}.diff"), self.region(f"{bottom}.diff")
+            aux = self.region(f"{top}.data")
+            count = math.prod(dy.shape)
+            self.emit(Opcode.ELTWISE, rec, Stage.BACKWARD_DATA, func=int(op), src=dy.offset,
+                      aux=aux.offset, dst=dx.offset, count=count,
+                      slope=round(rec.get("negative_slope", 0.0) * (1 << 16)),
+                      shift=self.frac(top, "diff") - self.frac(bottom, "diff"),
+                      cycles=count + 5 + self.dma_cycles(3 * dy.size))
+        elif t == "Split" and down[0]:
+            bottom = self.region(f"{rec['bottoms'][0]}.diff")
+            tops = [self.region(f"{top}.diff") for top in rec["tops"]
+                    if self.has(f"{top}.diff")]
+            count = math.prod(bottom.shape)
+            if not tops:
+                self.emit(Opcode.ELTWISE, rec, Stage.BACKWARD_DATA, func=int(EltwiseOp.ZERO),
+                          dst=bottom.offset, count=count, cycles=count)
+            src = tops[0].offset if tops else bottom.offset
+            for i, top in enumerate(tops[1:] or tops[:1]):
+                op = EltwiseOp.ADD if len(tops) > 1 else EltwiseOp.COPY
+                self.emit(Opcode.ELTWISE, rec, Stage.BACKWARD_DATA, func=int(op),
+                          src=src if i == 0 else bottom.offset, aux=top.offset,
+                          dst=bottom.offset, count=count,
+                          cycles=count + 5 + self.dma_cycles(3 * bottom.size))
+
+    def gemm_backward(self, rec):
+        gemms = layer_gemms(rec)
+        conv = rec["type"] == "Convolution"
+        top, bottom = rec["tops"][0], rec["bottoms"][0]
+        dy = self.region(f"{top}.diff")
+        x = self.region(f"{bottom}.data")
+        wkey = f"{rec['name']}/0"
+        params = rec["params"]
+        if params[0]["learn"]:
+            dims = gemms["backward_weights"]
+            _, m, n_pos, k = dims
+            images = rec["images"] if conv else 1
+            per_image = n_pos // images if conv else 1
+
+            def a(g, m0, mm, k0, kk):    # dY tile: channels m0.., positions k0..
+                if conv:
+                    return {"addr": dy.offset, "k0": g * m + m0, "col0": k0,
+                            "flags": int(Flag.FMAP)}
+                return {"addr": dy.offset + (k0 * m + m0) * self.eb, "stride": m * self.eb,
+                        "flags": int(Flag.TRANSPOSE_B)}
+
+            def b(g, k0, kk, n0, nn):    # im2col(x)^T tile / X tile
+                if conv:
+                    return {"addr": x.offset, "k0": g * k + n0, "col0": k0,
+                            "flags": int(Flag.IM2COL | Flag.TRANSPOSE_B)}
+                return {"addr": x.offset + (k0 * k + n0) * self.eb, "stride": k * self.eb}
+
+            def c(g, m0, mm, n0, nn, shift):
+                self.acc_add(rec, wkey, mm, nn, k, (g * m + m0) * k + n0, shift)
+            shift = (self.frac(top, "diff") + self.frac(bottom)) - self.frac(wkey, "diff")
+            self.gemm(rec, Stage.BACKWARD_WEIGHTS, dims, a, b, c, shift=shift,
+                      per_k_output=True, k_step=per_image)
+        if len(params) > 1 and params[1]["learn"]:
+            bkey = f"{rec['name']}/1"
+            grad = self.region(f"{bkey}.gradient")
+            channels = rec["num_output"]
+            positions = math.prod(dy.shape) // channels
+            self.emit(Opcode.ACC_BIAS, rec, Stage.ACCUMULATE, src=dy.offset,
+                      grad_addr=grad.offset, channels=channels, positions=positions,
+                      images=dy.shape[0], shift=self.frac(top, "diff") - self.frac(bkey, "diff"),
+                      cycles=max(channels * positions, self.dma_cycles(dy.size)))
+        if rec["bottom_need_backward"][0]:
+            dims = gemms["backward_data"]
+            _, kdim, m, n = dims
+            dx = self.region(f"{bottom}.diff")
+            shift = (self.frac(wkey) + self.frac(top, "diff")) - self.frac(bottom, "diff")
+            if conv:
+                count = math.prod(dx.shape)
+                self.emit(Opcode.ELTWISE, rec, Stage.BACKWARD_DATA, func=int(EltwiseOp.ZERO),
+                          dst=dx.offset, count=count, cycles=self.dma_cycles(dx.size))
+
+                def b(g, k0, kk, n0, nn):
+                    return {"addr": dy.offset, "k0": g * m + k0, "col0": n0,
+                            "flags": int(Flag.FMAP)}
+
+                def c(g, m0, mm, n0, nn, shift):
+                    self.store(rec, Stage.BACKWARD_DATA, mm, nn, shift, addr=dx.offset,
+                               k0=g * kdim + m0, col0=n0, flags=int(Flag.COL2IM))
+            else:
+                def b(g, k0, kk, n0, nn):   # dY^T tile
+                    return {"addr": dy.offset + (n0 * m + k0) * self.eb, "stride": m * self.eb,
+                            "flags": int(Flag.TRANSPOSE_B)}
+
+                def c(g, m0, mm, n0, nn, shift):
+                    self.store(rec, Stage.BACKWARD_DATA, mm, nn, shift,
+                               addr=dx.offset + (n0 * kdim + m0) * self.eb,
+                               stride=kdim * self.eb, flags=int(Flag.TRANSPOSE_B))
+            self.gemm(rec, Stage.BACKWARD_DATA, dims,
+                      self.weight_fields(rec, transpose=not rec.get("transpose", False)),
+                      b, c, shift=shift)
+
+    def update(self, rec):
+        for p in rec["params"]:
+            if not p["learn"]:
+                continue
+            w = self.region(f"{p['key']}.weight")
+            h = self.region(f"{p['key']}.history")
+            g = self.region(f"{p['key']}.gradient")
+            count = p["count"]
+            self.emit(Opcode.SGD_UPDATE, rec, Stage.UPDATE, weight_addr=w.offset,
+                      history_addr=h.offset, grad_addr=g.offset, count=count,
+                      lr_mult=isa.to_q88(p["lr_mult"], f"{p['key']} lr_mult"),
+                      decay_mult=isa.to_q88(p["decay_mult"], f"{p['key']} decay_mult"),
+                      cycles=max(count + 6, self.dma_cycles(2 * (w.size + h.size) + 2 * g.size)),
+                      operands={"param": p["key"]})

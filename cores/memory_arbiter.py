@@ -1,0 +1,143 @@
+"""Shares one memory port between several initiators."""
+
+from amaranth.hdl import Module, Signal, Mux, Shape
+from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from .memory_port import MemoryPort, MAX_BURST_WORDS
+
+__all__ = ["MemoryArbiter"]
+
+
+class MemoryArbiter(wiring.Component):
+    """Round-robin arbiter of ``ports`` memory ports onto one.
+
+    Ports: ``initiators`` (``In(MemoryPort()).array(ports)``), ``target``
+    (``Out(MemoryPort())``). Commands are granted one at a time, round-robin
+    from the port after the last one granted; a granted command's ``w`` words
+    go to the target together, in command order, so bursts never interleave.
+    ``r`` words and responses return to the port that issued the command
+    (the target answers in command order, as the memory port requires). Up to
+    ``depth`` commands (default 4) may be in flight through the arbiter.
+    Latency: a command reaches the target two cycles after it is offered
+    (one cycle to grant, one to pass), so one command per two cycles; data
+    and responses pass combinationally at one word per cycle.
+    """
+
+    def __init__(self, *, ports, depth=4):
+        if isinstance(ports, bool) or not isinstance(ports, int) or not 1 <= ports <= 16:
+            raise ValueError(f"Port count must be an integer in [1, 16], not {ports!r}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 64:
+            raise ValueError(f"Depth must be an integer in [1, 64], not {depth!r}")
+        self._ports, self._depth = ports, depth
+        super().__init__({
+            "initiators": In(MemoryPort()).array(ports),
+            "target": Out(MemoryPort()),
+        })
+
+    ports = property(lambda self: self._ports)
+    depth = property(lambda self: self._depth)
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self._ports
+        ports, target = self.initiators, self.target
+        route = data.StructLayout({"port": range(n), "words": range(MAX_BURST_WORDS + 1)})
+        m.submodules.resp_route = resp_route = SyncFIFO(width=Shape.cast(range(n)).width,
+                                                        depth=self._depth)
+        m.submodules.r_route = r_route = SyncFIFO(width=route.size, depth=self._depth)
+        m.submodules.w_route = w_route = SyncFIFO(width=route.size, depth=self._depth)
+
+        # ---- grant --------------------------------------------------------
+        active = Signal()
+        current = Signal(range(n))
+        last = Signal(range(n), init=n - 1)
+        with m.If(~active):
+            # The first valid port after `last`, cyclically.
+            choice, found = Signal(range(n)), Signal()
+            for offset in reversed(range(1, n + 1)):
+                candidate = Signal(range(n), name=f"candidate_{offset}")
+                m.d.comb += candidate.eq(Mux(last + offset >= n, last + offset - n,
+                                             last + offset))
+                valid = Signal(name=f"candidate_{offset}_valid")
+                with m.Switch(candidate):
+                    for i in range(n):
+                        with m.Case(i):
+                            m.d.comb += valid.eq(ports[i].cmd.valid)
+                with m.If(valid):
+                    m.d.comb += [choice.eq(candidate), found.eq(1)]
+            with m.If(found):
+                m.d.sync += [active.eq(1), current.eq(choice)]
+
+        words = target.cmd.payload.words
+        moves_data = (words != 0) & (words <= MAX_BURST_WORDS)
+        room = resp_route.w_rdy & r_route.w_rdy & w_route.w_rdy
+        entry = Signal(route)
+        m.d.comb += [entry.port.eq(current), entry.words.eq(words)]
+        with m.Switch(current):
+            for i in range(n):
+                with m.Case(i):
+                    m.d.comb += [
+                        target.cmd.payload.eq(ports[i].cmd.payload),
+                        target.cmd.valid.eq(active & ports[i].cmd.valid & room),
+                        ports[i].cmd.ready.eq(active & target.cmd.ready & room),
+                    ]
+        accepted = target.cmd.valid & target.cmd.ready
+        write = target.cmd.payload.write
+        m.d.comb += [
+            resp_route.w_data.eq(current), resp_route.w_en.eq(accepted),
+            r_route.w_data.eq(entry), r_route.w_en.eq(accepted & moves_data & ~write),
+            w_route.w_data.eq(entry), w_route.w_en.eq(accepted & moves_data & write),
+        ]
+        with m.If(accepted):
+            m.d.sync += [active.eq(0), last.eq(current)]
+
+        # ---- write data, from the port of the oldest write -----------------
+        w_head = data.View(route, w_route.r_data)
+        w_count = Signal(range(MAX_BURST_WORDS + 1))
+        with m.If(w_route.r_rdy):
+            with m.Switch(w_head.port):
+                for i in range(n):
+                    with m.Case(i):
+                        m.d.comb += [
+                            target.w.payload.eq(ports[i].w.payload),
+                            target.w.valid.eq(ports[i].w.valid),
+                            ports[i].w.ready.eq(target.w.ready),
+                        ]
+        with m.If(target.w.valid & target.w.ready):
+            w_done = w_count + 1 == w_head.words
+            m.d.sync += w_count.eq(Mux(w_done, 0, w_count + 1))
+            m.d.comb += w_route.r_en.eq(w_done)
+
+        # ---- read data, to the port of the oldest read ---------------------
+        r_head = data.View(route, r_route.r_data)
+        r_count = Signal(range(MAX_BURST_WORDS + 1))
+        for i in range(n):
+            m.d.comb += ports[i].r.payload.eq(target.r.payload)
+        with m.If(r_route.r_rdy):
+            with m.Switch(r_head.port):
+                for i in range(n):
+                    with m.Case(i):
+                        m.d.comb += [
+                            ports[i].r.valid.eq(target.r.valid),
+                            target.r.ready.eq(ports[i].r.ready),
+                        ]
+        with m.If(target.r.valid & target.r.ready):
+            r_done = r_count + 1 == r_head.words
+            m.d.sync += r_count.eq(Mux(r_done, 0, r_count + 1))
+            m.d.comb += r_route.r_en.eq(r_done)
+
+        # ---- responses ----------------------------------------------------
+        for i in range(n):
+            m.d.comb += ports[i].resp.payload.eq(target.resp.payload)
+        with m.If(resp_route.r_rdy):
+            with m.Switch(resp_route.r_data):
+                for i in range(n):
+                    with m.Case(i):
+                        m.d.comb += [
+                            ports[i].resp.valid.eq(target.resp.valid),
+                            target.resp.ready.eq(ports[i].resp.ready),
+                        ]
+        m.d.comb += resp_route.r_en.eq(target.resp.valid & target.resp.ready)
+        return m

@@ -1,0 +1,56 @@
+"""Memory port: how the frame engine and the DMA reach tensor memory.
+
+Four ``lib.stream`` channels, initiator's view:
+
+- ``cmd`` (Out): :data:`MemoryCommand` ``{addr, words, write}``. ``addr`` is a
+  byte address, word aligned (the two low bits are ignored); ``words`` is the
+  burst length in 32-bit words, 1..256. Other lengths are refused: the command
+  moves no data and is answered with a fault (send no ``w`` words for it).
+- ``w`` (Out): 32-bit words to write, ``words`` per write command, in command
+  order. They may be offered before the command; they are taken after it.
+- ``r`` (In): 32-bit words read, ``words`` per read command, in command order
+  (also when the read faults; the words are then undefined).
+- ``resp`` (In): :data:`MemoryResponse` ``{fault}``, exactly one per command,
+  in command order; a read's response follows its last ``r`` word, so an
+  initiator drains ``r`` before it waits for the response.
+
+Targets may accept further commands before the earlier ones finish.
+"""
+
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["MemoryCommand", "MemoryResponse", "MemoryPort", "MAX_BURST_WORDS"]
+
+MAX_BURST_WORDS = 256
+
+#: Payload of ``cmd``.
+MemoryCommand = data.StructLayout({
+    "addr":  32,
+    "words": 9,
+    "write": 1,
+})
+
+#: Payload of ``resp``: ``fault`` is set if any beat of the command failed
+#: (address outside memory, slave error) or the length was invalid.
+MemoryResponse = data.StructLayout({
+    "fault": 1,
+})
+
+
+class MemoryPort(wiring.Signature):
+    """Signature of a memory port, initiator's view (see the module docstring)."""
+
+    def __init__(self):
+        super().__init__({
+            "cmd":  Out(stream.Signature(MemoryCommand)),
+            "w":    Out(stream.Signature(32)),
+            "r":    In(stream.Signature(32)),
+            "resp": In(stream.Signature(MemoryResponse)),
+        })
+
+    def __eq__(self, other):
+        return type(other) is MemoryPort
+
+    def __repr__(self):
+        return "MemoryPort()"

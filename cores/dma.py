@@ -1,0 +1,313 @@
+"""DMA between tensor memory (a memory port) and the on-chip scratchpads."""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .memory_port import MAX_BURST_WORDS, MemoryPort
+from .eltwise import saturate
+from .scratchpad import ScratchpadRead, ScratchpadWrite
+
+__all__ = ["Dma", "DmaCommand", "BUFFER_A", "BUFFER_B", "BUFFER_C", "BUFFER_BIAS"]
+
+# Buffer codes: A, B and C are the values of ``runtime.isa.Buffer``; BIAS is
+# the sequencer's own (a GEMM's bias vector, one accumulator per C row).
+BUFFER_A, BUFFER_B, BUFFER_C, BUFFER_BIAS = 0, 1, 2, 3
+
+#: Payload of ``Dma.cmd``.
+DmaCommand = data.StructLayout({
+    "store": 1,        # 1: buffer -> tensor memory, 0: tensor memory -> buffer
+    "buffer": 2,       # BUFFER_A / BUFFER_B / BUFFER_C / BUFFER_BIAS
+    "transpose": 1,    # 1: region row r goes to lane r (and column c to word word+c)
+    "addr": 32,        # byte address of the region's first row, word aligned
+    "stride": 32,      # bytes between region rows, a multiple of 4
+    "rows": 16,        # region rows, >= 1
+    "cols": 16,        # region columns (elements), >= 1
+    "word": 24,        # first buffer word
+    "shift": 8,        # load into C: left shift; store from C: RNE right shift
+})
+
+
+class Dma(wiring.Component):
+    """Moves a 2-D strided region of a row-major tensor between tensor memory
+    and a scratchpad.
+
+    A command (:data:`DmaCommand`) names a region of ``rows`` rows of ``cols``
+    elements of ``data_width`` bits; row ``r`` starts at byte
+    ``addr + r * stride``. Elements are packed ``32 // data_width`` to a
+    memory word, element 0 in the low bits (little-endian, so an ``int16``
+    NumPy array viewed as ``uint32`` is the memory image); each row starts on
+    a word boundary. Element ``(r, c)`` is buffer word ``word + r``, lane
+    ``c``, or with ``transpose`` word ``word + c``, lane ``r``: a row-major
+    ``M x K`` tile of ``A`` is loaded with ``transpose`` (the A buffer holds
+    columns), a ``K x N`` tile of ``B`` without.
+
+    Loads into A or B write the element; loads into C or BIAS (one lane of
+    ``acc_width``, ``bias_depth`` words) sign-extend it and
+    shift it left by ``shift`` (0..``acc_width - data_width``), to align a
+    bias with the accumulator's fraction. Stores read C only: each
+    accumulator is shifted right by ``shift`` (0..``acc_width - 1``) with
+    round half to even and saturated to ``data_width`` bits, exactly
+    ``fixedpoint.requantize(acc, shift, Format(data_width, 0))``; a stored
+    row must fill whole words (``cols * data_width`` a multiple of 32), since
+    the memory port has no byte enables.
+
+    Ports: ``cmd`` (In stream of :data:`DmaCommand`), ``done`` (Out, one-cycle
+    pulse per finished command, ``fault`` with it if any burst faulted or the
+    command was refused), ``busy``; ``mem`` (``Out(MemoryPort())``);
+    ``a_write``, ``b_write``, ``c_write``, ``bias_write`` (``Out(ScratchpadWrite)``),
+    ``c_read`` (``Out(ScratchpadRead)``); ``r_word``, ``w_word`` (a word moved
+    this cycle) and ``mem_stall`` (busy, no word moved) for the counters.
+
+    A refused command (zero rows or cols, a region wider than the buffer's
+    lanes or deeper than its words, misalignment, a shift out of range, a
+    store from A or B) moves nothing and reports ``fault``.
+
+    Throughput: a memory word per cycle each way untransposed (two 16-bit
+    elements into one buffer word), one element per cycle transposed (they go
+    to different buffer words); bursts of up to 256 words issued ahead of the
+    data; one command at a time.
+    """
+
+    def __init__(self, *, rows, cols, data_width, acc_width, a_depth, b_depth, c_depth,
+                 bias_depth=2):
+        if data_width not in (8, 16, 32):
+            raise ValueError(f"DMA element width must be 8, 16 or 32 bits (a divisor of the "
+                             f"32-bit memory word), not {data_width!r}")
+        if isinstance(acc_width, bool) or not isinstance(acc_width, int) \
+                or not data_width <= acc_width <= 64:
+            raise ValueError(f"Accumulator width must be an integer in [{data_width}, 64], "
+                             f"not {acc_width!r}")
+        for name, value in (("rows", rows), ("cols", cols), ("A depth", a_depth),
+                            ("B depth", b_depth), ("C depth", c_depth),
+                            ("bias depth", bias_depth)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DMA {name} must be a positive integer, not {value!r}")
+        self._rows, self._cols = rows, cols
+        self._data_width, self._acc_width = data_width, acc_width
+        self._depths = (a_depth, b_depth, c_depth, bias_depth)
+        super().__init__({
+            "cmd": In(stream.Signature(DmaCommand)),
+            "done": Out(1),
+            "fault": Out(1),
+            "busy": Out(1),
+            "mem": Out(MemoryPort()),
+            "a_write": Out(ScratchpadWrite(lanes=rows, lane_width=data_width, depth=a_depth)),
+            "b_write": Out(ScratchpadWrite(lanes=cols, lane_width=data_width, depth=b_depth)),
+            "c_write": Out(ScratchpadWrite(lanes=cols, lane_width=acc_width, depth=c_depth)),
+            "c_read": Out(ScratchpadRead(lanes=cols, lane_width=acc_width, depth=c_depth)),
+            "bias_write": Out(ScratchpadWrite(lanes=1, lane_width=acc_width, depth=bias_depth)),
+            "r_word": Out(1),
+            "w_word": Out(1),
+            "mem_stall": Out(1),
+        })
+
+    rows = property(lambda self: self._rows)
+    cols = property(lambda self: self._cols)
+    data_width = property(lambda self: self._data_width)
+    acc_width = property(lambda self: self._acc_width)
+
+    @property
+    def per_word(self):
+        return 32 // self.data_width
+
+    def legal(self, cmd):
+        """Expression: ``cmd`` (a :data:`DmaCommand` view) is one this DMA executes."""
+        dw, aw = self.data_width, self.acc_width
+        depths = [Const(d) for d in self._depths]
+        buf = cmd.buffer
+        n_lanes = Mux(buf == BUFFER_A, self.rows, Mux(buf == BUFFER_BIAS, 1, self.cols))
+        depth = Mux(buf == BUFFER_A, depths[0], Mux(buf == BUFFER_B, depths[1],
+                                                    Mux(buf == BUFFER_C, depths[2], depths[3])))
+        wide = buf[1]     # C or BIAS: accumulators
+        extent_lanes = Mux(cmd.transpose, cmd.rows, cmd.cols)
+        extent_words = Mux(cmd.transpose, cmd.cols, cmd.rows)
+        shift = cmd.shift.as_signed()
+        row_bits = cmd.cols * dw
+        return ((cmd.rows != 0) & (cmd.cols != 0)
+                & (extent_lanes <= n_lanes) & (cmd.word + extent_words <= depth)
+                & (cmd.addr[:2] == 0) & (cmd.stride[:2] == 0)
+                & Mux(cmd.store,
+                      (buf == BUFFER_C) & (row_bits[:5] == 0) & (shift >= 0) & (shift < aw),
+                      (shift >= 0) & Mux(wide, shift <= aw - dw, shift == 0)))
+
+    def elaborate(self, platform):
+        m = Module()
+        dw, aw, per_word = self.data_width, self.acc_width, self.per_word
+        log_per_word = per_word.bit_length() - 1
+        mem = self.mem
+
+        cur = Signal(DmaCommand)
+        busy = Signal()
+        refused = Signal()               # answered the cycle after, like any command
+        m.d.comb += [self.busy.eq(busy | refused), self.cmd.ready.eq(~busy & ~refused)]
+
+        # ---- command side: one burst per row, split at 256 words ----------
+        row_words = Signal(16)
+        m.d.comb += row_words.eq((cur.cols + per_word - 1) >> log_per_word)
+        gen_busy = Signal()
+        gen_row = Signal(16)
+        gen_row_addr = Signal(32)
+        gen_done_words = Signal(16)      # words of this row already requested
+        issued = Signal(32)              # bursts issued for this command
+        answered = Signal(32)
+        fault = Signal()
+        left = Signal(16)
+        m.d.comb += left.eq(row_words - gen_done_words)
+        burst = Signal(range(MAX_BURST_WORDS + 1))
+        m.d.comb += burst.eq(Mux(left > MAX_BURST_WORDS, MAX_BURST_WORDS, left))
+        m.d.comb += [
+            mem.cmd.valid.eq(gen_busy),
+            mem.cmd.payload.addr.eq(gen_row_addr + (gen_done_words << 2)),
+            mem.cmd.payload.words.eq(burst),
+            mem.cmd.payload.write.eq(cur.store),
+        ]
+        with m.If(mem.cmd.valid & mem.cmd.ready):
+            m.d.sync += issued.eq(issued + 1)
+            with m.If(left == burst):
+                m.d.sync += [gen_done_words.eq(0), gen_row.eq(gen_row + 1),
+                             gen_row_addr.eq(gen_row_addr + cur.stride)]
+                with m.If(gen_row + 1 == cur.rows):
+                    m.d.sync += gen_busy.eq(0)
+            with m.Else():
+                m.d.sync += gen_done_words.eq(gen_done_words + burst)
+
+        m.d.comb += mem.resp.ready.eq(1)
+        with m.If(mem.resp.valid):
+            m.d.sync += answered.eq(answered + 1)
+            with m.If(mem.resp.payload.fault):
+                m.d.sync += fault.eq(1)
+
+        # ---- element counters shared by both directions -------------------
+        el_busy = Signal()               # elements remain to be moved
+        el_row = Signal(16)
+        el_col = Signal(16)
+        el_slot = Signal(range(per_word))
+        # Untransposed, a memory word's elements share one buffer word: they
+        # move together, a whole memory word per step.
+        whole = Signal()
+        m.d.comb += whole.eq(~cur.transpose)
+        step = Mux(whole, per_word, 1)
+        row_end = Signal()
+        m.d.comb += row_end.eq(el_col + step >= cur.cols)
+
+        def step_element():
+            with m.If(row_end):
+                m.d.sync += [el_col.eq(0), el_slot.eq(0), el_row.eq(el_row + 1)]
+                with m.If(el_row + 1 == cur.rows):
+                    m.d.sync += el_busy.eq(0)
+            with m.Else():
+                m.d.sync += [el_col.eq(el_col + step), el_slot.eq(Mux(whole, 0, el_slot + 1))]
+
+        word_addr = Mux(cur.transpose, cur.word + el_col, cur.word + el_row)
+        lane = Mux(cur.transpose, el_row, el_col)
+
+        # ---- load: unpack words into buffer elements -----------------------
+        word_reg = Signal(32)
+        word_valid = Signal()
+        word_last = Signal()
+        m.d.comb += word_last.eq(whole | (el_slot == per_word - 1) | row_end)
+        loading = busy & ~cur.store
+        m.d.comb += mem.r.ready.eq(loading & el_busy & (~word_valid | word_last))
+        with m.If(mem.r.valid & mem.r.ready):
+            m.d.sync += [word_reg.eq(mem.r.payload), word_valid.eq(1)]
+        with m.Elif(word_valid & word_last):
+            m.d.sync += word_valid.eq(0)
+
+        element = Signal(signed(dw))
+        m.d.comb += element.eq(word_reg.word_select(el_slot, dw))
+        with m.If(loading & word_valid):
+            step_element()
+        load_en = Signal()
+        m.d.comb += load_en.eq(loading & word_valid)
+        load_shift = cur.shift[:max(1, (aw - dw).bit_length())]
+        for port, buf, width, lanes in ((self.a_write, BUFFER_A, dw, self.rows),
+                                        (self.b_write, BUFFER_B, dw, self.cols),
+                                        (self.c_write, BUFFER_C, aw, self.cols),
+                                        (self.bias_write, BUFFER_BIAS, aw, 1)):
+            m.d.comb += port.addr.eq(word_addr)
+            selected = load_en & (cur.buffer == buf)
+            enables = []
+            for i in range(lanes):
+                # Whole words start at even columns, so lane i is slot i % per_word.
+                value = Mux(whole, word_reg.word_select(i % per_word, dw).as_signed(), element)
+                if width != dw:
+                    value = value << load_shift
+                m.d.comb += port.data[i].eq(value)
+                enables.append(selected & Mux(whole, (i >= el_col) & (i < el_col + per_word)
+                                              & (i < cur.cols), lane == i))
+            m.d.comb += port.en.eq(Cat(enables))
+
+        # ---- store: read C, requantise, pack words -------------------------
+        storing = busy & cur.store
+        pend = Signal()                  # a read was issued; its data is on c_read.data
+        pend_lane = Signal.like(lane)
+        pend_slot = Signal.like(el_slot)
+        pend_last = Signal()             # the element completes a memory word
+        pack = Signal(32)
+        w_reg = Signal(32)
+        w_valid = Signal()
+        m.d.comb += [mem.w.valid.eq(w_valid), mem.w.payload.eq(w_reg)]
+        w_free = ~w_valid | mem.w.ready
+        capture = Signal()
+        issue = Signal()
+        m.d.comb += [
+            capture.eq(pend & (~pend_last | w_free)),
+            issue.eq(storing & el_busy & (~pend | capture)),
+            self.c_read.addr.eq(word_addr),
+            self.c_read.en.eq(issue),
+        ]
+        with m.If(mem.w.valid & mem.w.ready):
+            m.d.sync += w_valid.eq(0)
+        with m.If(issue):
+            m.d.sync += [pend.eq(1), pend_lane.eq(lane), pend_slot.eq(el_slot),
+                         pend_last.eq(word_last)]
+            step_element()
+        with m.Elif(capture):
+            m.d.sync += pend.eq(0)
+
+        shift = cur.shift[:max(1, (aw - 1).bit_length())]
+        # Round half to even: add half - 1 plus the lsb that is kept.
+        half = (Const(1, aw + 3) << shift)[1:aw + 3]       # 2**(shift-1), 0 for shift 0
+        filled = Signal(32)
+        for s in range(per_word):
+            ext = Signal(signed(aw + 2), name=f"ext{s}")
+            m.d.comb += ext.eq(self.c_read.data[Mux(whole, pend_lane + s, pend_lane)])
+            bias = Mux(shift == 0, 0, half - 1 + ext.bit_select(shift, 1))
+            rounded = Signal(signed(aw + 2), name=f"rounded{s}")
+            m.d.comb += rounded.eq((ext + bias) >> shift)
+            narrow = Signal(signed(dw), name=f"narrow{s}")
+            m.d.comb += narrow.eq(saturate(rounded, dw))
+            m.d.comb += filled.word_select(s, dw).eq(
+                Mux(whole | (pend_slot == s), narrow, pack.word_select(s, dw)))
+        with m.If(capture):
+            m.d.sync += pack.eq(filled)
+            with m.If(pend_last):
+                m.d.sync += [w_reg.eq(filled), w_valid.eq(1)]
+
+        # ---- command life cycle -------------------------------------------
+        m.d.comb += [self.done.eq(0), self.fault.eq(0)]
+        m.d.sync += refused.eq(0)
+        with m.If(refused):
+            m.d.comb += [self.done.eq(1), self.fault.eq(1)]
+        with m.If(self.cmd.valid & self.cmd.ready):
+            ok = self.legal(self.cmd.payload)
+            m.d.sync += [cur.eq(self.cmd.payload), issued.eq(0), answered.eq(0),
+                         fault.eq(0), gen_row.eq(0), gen_done_words.eq(0),
+                         gen_row_addr.eq(self.cmd.payload.addr),
+                         el_row.eq(0), el_col.eq(0), el_slot.eq(0)]
+            with m.If(ok):
+                m.d.sync += [busy.eq(1), gen_busy.eq(1), el_busy.eq(1)]
+            with m.Else():
+                m.d.sync += refused.eq(1)
+        finished = busy & ~gen_busy & ~el_busy & ~pend & ~w_valid & ~word_valid \
+            & (answered == issued)
+        with m.If(finished):
+            m.d.sync += busy.eq(0)
+            m.d.comb += [self.done.eq(1), self.fault.eq(fault)]
+
+        r_word = mem.r.valid & mem.r.ready
+        w_word = mem.w.valid & mem.w.ready
+        m.d.comb += [self.r_word.eq(r_word), self.w_word.eq(w_word),
+                     self.mem_stall.eq(busy & ~r_word & ~w_word)]
+        return m

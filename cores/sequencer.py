@@ -1,0 +1,449 @@
+"""Sequencer: executes ``runtime.isa`` commands on the DMA, scratchpads and array.
+
+Commands arrive as 32-bit words (``isa.WORDS_PER_COMMAND`` per command) and
+issue in order; each goes to its unit as soon as that unit is free and no
+hazard blocks it, so a DMA command overlaps a running GEMM (and the GEMM after
+it waits only if it needs the words being loaded). Hazards are checked on
+buffer word ranges: a DMA load into A or B waits for a GEMM still reading an
+overlapping range of that buffer; a GEMM waits for a DMA writing its A or B
+range; any DMA on C waits for the array to drain, and a GEMM waits for any DMA
+on C. Double buffering is the compiler's choice of ranges (ping-pong halves).
+
+Commands executed (others set ``bad_command`` and are skipped, as are
+commands with reserved bits, a wrong unit, or fields out of range):
+
+* ``NOP``; ``SYNC`` waits for every unit to go idle; ``END`` does too and
+  then pulses ``end``; ``HOST`` waits for idle, raises ``host_wait`` and
+  resumes on ``host_resume``.
+* ``DMA_LOAD`` / ``DMA_STORE`` (``cores/dma.py``): ``func`` is the buffer,
+  ``offset`` a multiple of the buffer's lanes (``rows`` for A, ``cols`` for B
+  and C). ``rows x cols`` is the tile as the operand sees it (A: ``m x k``,
+  B: ``k x n``, C: ``m x n``), row-major in memory at ``addr`` with ``stride``
+  bytes between rows; with ``TRANSPOSE_A`` or ``TRANSPOSE_B`` memory holds its
+  transpose (``cols`` rows of ``rows`` elements). Rows must start on 32-bit
+  words (``addr``, ``stride`` multiples of 4) and a stored row must fill whole
+  words. ``shift`` is the DMA's (C load: left, store: round-half-even right,
+  saturating). ``RESIDENT`` skips the command. ``IM2COL``, ``COL2IM`` and
+  ``FMAP`` are not implemented yet (bad command).
+* ``GEMM``: ``C[m x n] (+)= A[m x k] @ B[k x n]`` with ``m <= rows``,
+  ``n <= cols``, ``k >= 1``, operands at ``a_offset``/``b_offset`` (multiples
+  of ``rows``/``cols``), result rows at ``c_offset`` (a multiple of ``cols``);
+  ``ACCUMULATE`` adds to C (wrapping at ``acc_width``, like the array's
+  accumulators). ``BIAS``: the sequencer first loads ``m`` biases from
+  ``bias_addr`` (word aligned) into its bias buffer, then adds bias ``i`` to
+  every element of C row ``i`` as the tile drains. The ISA has no bias shift
+  field yet, so biases must already have the accumulator's frac (a
+  ``bias_shift`` field in ``isa.LAYOUTS[GEMM]`` is picked up when it
+  appears); alternatively a ``DMA_LOAD`` into C with ``TRANSPOSE_B``, stride
+  0 and ``shift`` preloads an aligned bias for accumulating GEMMs.
+  ``TRANSPOSE_A``/``TRANSPOSE_B`` are bad commands on a GEMM: operands are
+  transposed by the load.
+
+Ports: ``commands`` (In stream of 32-bit words), ``mem`` (``Out(MemoryPort())``),
+``enable`` (In: fetch commands), ``busy`` (a command is held or a unit
+works), ``dma_busy``, ``array_busy``, ``end``, ``host_wait``,
+``host_resume`` (In), ``bad_command`` and ``mem_fault`` (one-cycle pulses, for
+the ERROR register), ``counters`` (:data:`CounterIncrements`, per cycle).
+
+Throughput: the array takes one ``k`` step per cycle while the scratchpads
+feed it; back-to-back GEMMs stream without a gap (the drain of one overlaps
+the next), so ``k >= rows`` keeps the array busy. The DMA moves a memory
+word per cycle untransposed, an element per cycle transposed (A tiles), so a
+32-bit tensor memory, not the array, bounds GEMM throughput: each ``k`` step
+needs ``rows + cols`` operands, the port delivers two per cycle.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from fecaffe_hw.runtime import isa
+
+from .dma import BUFFER_A, BUFFER_B, BUFFER_C, BUFFER_BIAS, Dma, DmaCommand
+from .memory_port import MemoryPort
+from .scratchpad import Scratchpad
+from .systolic import SystolicArray
+
+__all__ = ["Sequencer", "CounterIncrements"]
+
+#: Per-cycle increments of the performance counters the sequencer drives
+#: (``runtime.regmap`` names: BUSY_CYCLES, MACS, ARRAY_STALL_CYCLES,
+#: MEM_STALL_CYCLES, MEM_READ_BYTES, MEM_WRITE_BYTES, COMMANDS_DONE).
+def CounterIncrements(rows, cols):
+    return data.StructLayout({
+        "busy": 1,
+        "macs": range(rows * cols + 1),
+        "array_stall": 1,
+        "mem_stall": 1,
+        "mem_read_bytes": range(5),
+        "mem_write_bytes": range(5),
+        "commands_done": 2,
+    })
+
+
+def _field(words, opcode, name):
+    for f in isa.COMMON_FIELDS + isa.LAYOUTS[opcode]:
+        if f.name == name:
+            value = words[f.word][f.lsb:f.lsb + f.width]
+            return value.as_signed() if f.signed else value
+    raise KeyError(name)
+
+
+def _reserved(words, opcode):
+    """Expression: a bit outside ``opcode``'s layout is set."""
+    masks = [0] * isa.WORDS_PER_COMMAND
+    masks[0] = 0xFF
+    for f in isa.COMMON_FIELDS + isa.LAYOUTS[opcode]:
+        masks[f.word] |= ((1 << f.width) - 1) << f.lsb
+    return Cat((w & (~mask & 0xFFFFFFFF)).any() for w, mask in zip(words, masks)).any()
+
+
+def _divide_exact(value, divisor, width):
+    """``(value // divisor, value % divisor == 0)`` for an unsigned ``width``-bit
+    ``value`` and a constant ``divisor``: multiply by a rounded-up reciprocal
+    (exact for every ``width``-bit value), so no divider is built."""
+    if divisor & (divisor - 1) == 0:
+        shift = divisor.bit_length() - 1
+        return value >> shift, value[:shift] == 0 if shift else Const(1)
+    ell = (divisor - 1).bit_length()
+    magic = -(-(1 << (width + ell)) // divisor)
+    quotient = (value * magic) >> (width + ell)
+    return quotient, quotient * divisor == value
+
+
+def _overlap(lo0, hi0, lo1, hi1):
+    return (lo0 < hi1) & (lo1 < hi0)
+
+
+class Sequencer(wiring.Component):
+    """Decodes ``runtime.isa`` commands and runs them on a ``rows x cols``
+    :class:`SystolicArray`, a :class:`Dma` and A/B/C :class:`Scratchpad` s of
+    ``a_depth``/``b_depth``/``c_depth`` words (see the module docstring).
+
+    Parameters: ``rows``, ``cols`` 1..64; ``data_width`` 8 or 16 (the DMA's
+    packing), ``acc_width`` as the array allows; depths 2..2**16.
+    """
+
+    def __init__(self, *, rows, cols, data_width=16, acc_width=32,
+                 a_depth=512, b_depth=512, c_depth=64):
+        for name, value, lo, hi in (("rows", rows, 1, 64), ("cols", cols, 1, 64),
+                                    ("A depth", a_depth, 2, 1 << 16),
+                                    ("B depth", b_depth, 2, 1 << 16),
+                                    ("C depth", c_depth, 2, 1 << 16)):
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ValueError(f"Sequencer {name} must be an integer in [{lo}, {hi}], "
+                                 f"not {value!r}")
+        if data_width not in (8, 16):
+            raise ValueError(f"Sequencer data width must be 8 or 16 bits (packed into "
+                             f"32-bit memory words), not {data_width!r}")
+        # Validates acc_width against data_width.
+        self._array = SystolicArray(rows=rows, cols=cols, data_width=data_width,
+                                    acc_width=acc_width)
+        self._rows, self._cols = rows, cols
+        self._data_width, self._acc_width = data_width, acc_width
+        self._depths = (a_depth, b_depth, c_depth)
+        super().__init__({
+            "commands": In(stream.Signature(32)),
+            "mem": Out(MemoryPort()),
+            "enable": In(1, init=1),
+            "busy": Out(1),
+            "dma_busy": Out(1),
+            "array_busy": Out(1),
+            "end": Out(1),
+            "host_wait": Out(1),
+            "host_resume": In(1),
+            "bad_command": Out(1),
+            "mem_fault": Out(1),
+            "counters": Out(CounterIncrements(rows, cols)),
+        })
+
+    rows = property(lambda self: self._rows)
+    cols = property(lambda self: self._cols)
+    data_width = property(lambda self: self._data_width)
+    acc_width = property(lambda self: self._acc_width)
+    a_depth = property(lambda self: self._depths[0])
+    b_depth = property(lambda self: self._depths[1])
+    c_depth = property(lambda self: self._depths[2])
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols, dw, aw = self.rows, self.cols, self.data_width, self.acc_width
+        a_depth, b_depth, c_depth = self._depths
+        Op, F = isa.Opcode, isa.Flag
+
+        m.submodules.array = array = self._array
+        m.submodules.dma = dma = Dma(rows=rows, cols=cols, data_width=dw, acc_width=aw,
+                                     a_depth=a_depth, b_depth=b_depth, c_depth=c_depth,
+                                     bias_depth=max(2, rows))
+        m.submodules.a_buf = a_buf = Scratchpad(lanes=rows, lane_width=dw, depth=a_depth)
+        m.submodules.b_buf = b_buf = Scratchpad(lanes=cols, lane_width=dw, depth=b_depth)
+        m.submodules.c_buf = c_buf = Scratchpad(lanes=cols, lane_width=aw, depth=c_depth,
+                                                read_ports=2, transparent=(0,))
+        m.submodules.bias_buf = bias_buf = Scratchpad(lanes=1, lane_width=aw,
+                                                      depth=max(2, rows))
+        wiring.connect(m, wiring.flipped(self.mem), dma.mem)
+        wiring.connect(m, dma.a_write, a_buf.write)
+        wiring.connect(m, dma.b_write, b_buf.write)
+        wiring.connect(m, dma.c_read, c_buf.read1)
+        wiring.connect(m, dma.bias_write, bias_buf.write)
+
+        # ---- command fetch ------------------------------------------------
+        words = [Signal(32, name=f"word{i}") for i in range(isa.WORDS_PER_COMMAND)]
+        count = Signal(range(isa.WORDS_PER_COMMAND + 1))
+        have = Signal()
+        m.d.comb += [have.eq(count == isa.WORDS_PER_COMMAND),
+                     self.commands.ready.eq(self.enable & ~have)]
+        with m.If(self.commands.valid & self.commands.ready):
+            m.d.sync += [words[i].eq(words[i + 1]) for i in range(len(words) - 1)]
+            m.d.sync += [words[-1].eq(self.commands.payload), count.eq(count + 1)]
+        retire = Signal()
+        with m.If(retire):
+            m.d.sync += count.eq(0)
+
+        opcode = words[0][:8]
+        flags = words[0][12:24]
+        func = words[0][24:32]
+
+        # ---- unit state for the hazard checks -----------------------------
+        dma_active = Signal()
+        dma_buf = Signal(2)
+        dma_lo = Signal(17)
+        dma_hi = Signal(18)
+        gemm_idle = Signal()
+        feeding = Signal()
+        feed_a_lo, feed_a_hi = Signal(17), Signal(18)
+        feed_b_lo, feed_b_hi = Signal(17), Signal(18)
+        all_idle = ~dma_active & gemm_idle
+        host_wait = Signal()
+        m.d.comb += self.host_wait.eq(host_wait)
+
+        # ---- DMA command decode -------------------------------------------
+        lanes_of = {BUFFER_A: rows, BUFFER_B: cols, BUFFER_C: cols}
+        dma_cmd = Signal(DmaCommand)
+        dma_word = Signal(24)
+        offset_ok = Signal()
+        d_op = Op.DMA_LOAD
+        offset = _field(words, d_op, "offset")
+        with m.Switch(func):
+            for buf, lanes in lanes_of.items():
+                with m.Case(buf):
+                    q, exact = _divide_exact(offset, lanes, 24)
+                    m.d.comb += [dma_word.eq(q), offset_ok.eq(exact)]
+        flip = (flags & (F.TRANSPOSE_A | F.TRANSPOSE_B)).any()
+        m.d.comb += [
+            dma_cmd.store.eq(opcode == Op.DMA_STORE),
+            dma_cmd.buffer.eq(func[:2]),
+            dma_cmd.transpose.eq((func == BUFFER_A) ^ flip),
+            dma_cmd.addr.eq(_field(words, d_op, "addr")),
+            dma_cmd.stride.eq(_field(words, d_op, "stride")),
+            # rows x cols is the tile as the buffer holds it; transposed, memory
+            # holds cols rows of rows elements (the compiler's convention).
+            dma_cmd.rows.eq(Mux(flip, _field(words, d_op, "cols"), _field(words, d_op, "rows"))),
+            dma_cmd.cols.eq(Mux(flip, _field(words, d_op, "rows"), _field(words, d_op, "cols"))),
+            dma_cmd.word.eq(dma_word),
+            dma_cmd.shift.eq(_field(words, d_op, "shift")),
+        ]
+        dma_extent = Mux(dma_cmd.transpose, dma_cmd.cols, dma_cmd.rows)
+        dma_flags_ok = (flags & ~(F.TRANSPOSE_A | F.TRANSPOSE_B | F.RESIDENT | F.LAST)) == 0
+        dma_ok = (dma.legal(dma_cmd) & offset_ok & (func < 3) & dma_flags_ok
+                  & (_field(words, d_op, "col0") == 0) & (_field(words, d_op, "k0") == 0))
+        dma_new_lo = dma_cmd.word
+        dma_new_hi = dma_cmd.word + dma_extent
+        dma_blocked = dma_active | Mux(
+            func == BUFFER_C, ~gemm_idle,
+            feeding & Mux(func == BUFFER_A,
+                          _overlap(dma_new_lo, dma_new_hi, feed_a_lo, feed_a_hi),
+                          _overlap(dma_new_lo, dma_new_hi, feed_b_lo, feed_b_hi)))
+
+        # ---- GEMM command decode ------------------------------------------
+        g_op = Op.GEMM
+        g_m, g_n, g_k = (_field(words, g_op, x) for x in ("m", "n", "k"))
+        a_word, a_exact = _divide_exact(_field(words, g_op, "a_offset"), rows, 24)
+        b_word, b_exact = _divide_exact(_field(words, g_op, "b_offset"), cols, 24)
+        c_word, c_exact = _divide_exact(_field(words, g_op, "c_offset"), cols, 24)
+        g_flags_ok = (flags & ~(F.ACCUMULATE | F.BIAS | F.RESIDENT | F.LAST)) == 0
+        g_bias = (flags & F.BIAS).any()
+        bias_addr = _field(words, g_op, "bias_addr")
+        # The ISA has no bias shift yet: the bias must then be in the
+        # accumulator's format (see the module docstring).
+        bias_shift = (_field(words, g_op, "bias_shift")
+                      if any(f.name == "bias_shift" for f in isa.LAYOUTS[g_op]) else Const(0, 8))
+        bias_cmd = Signal(DmaCommand)
+        m.d.comb += [bias_cmd.buffer.eq(BUFFER_BIAS), bias_cmd.transpose.eq(1),
+                     bias_cmd.addr.eq(bias_addr), bias_cmd.rows.eq(1), bias_cmd.cols.eq(g_m),
+                     bias_cmd.shift.eq(bias_shift)]
+        gemm_ok = (g_flags_ok & (func == 0) & a_exact & b_exact & c_exact
+                   & (g_m >= 1) & (g_m <= rows) & (g_n >= 1) & (g_n <= cols) & (g_k >= 1)
+                   & (a_word + g_k <= a_depth) & (b_word + g_k <= b_depth)
+                   & (c_word + g_m <= c_depth)
+                   & Mux(g_bias, dma.legal(bias_cmd), bias_addr == 0))
+        tile_room = Signal()     # a GEMM also needs room to queue its tile for the drain
+        bias_loaded = Signal()   # this GEMM's bias is in the bias buffer
+        gemm_blocked = feeding | ~tile_room | (g_bias & ~bias_loaded) | dma_active & (
+            (dma_buf == BUFFER_C) | (dma_buf == BUFFER_BIAS)
+            | ((dma_buf == BUFFER_A) & _overlap(dma_lo, dma_hi, a_word, a_word + g_k))
+            | ((dma_buf == BUFFER_B) & _overlap(dma_lo, dma_hi, b_word, b_word + g_k)))
+
+        # ---- dispatch ------------------------------------------------------
+        plain_ok = ((flags & ~F.LAST) == 0) & (func == 0)
+        legal = Signal()
+        with m.Switch(opcode):
+            for op in (Op.NOP, Op.SYNC, Op.END, Op.HOST):
+                with m.Case(op):
+                    m.d.comb += legal.eq((plain_ok if op != Op.HOST else (flags & ~F.LAST) == 0)
+                                         & ~_reserved(words, op)
+                                         & (_field(words, op, "unit") == isa.OPCODE_UNIT[op]))
+            for op in (Op.DMA_LOAD, Op.DMA_STORE):
+                with m.Case(op):
+                    m.d.comb += legal.eq(
+                        ~_reserved(words, op) & (_field(words, op, "unit") == isa.Unit.DMA)
+                        & (dma_ok | (flags & F.RESIDENT).any()))
+            with m.Case(Op.GEMM):
+                m.d.comb += legal.eq(~_reserved(words, g_op) & gemm_ok
+                                     & (_field(words, g_op, "unit") == isa.Unit.ARRAY))
+
+        start_dma = Signal()
+        start_bias = Signal()
+        start_gemm = Signal()
+        instant_done = Signal()
+        m.d.comb += [self.bad_command.eq(0), self.end.eq(0)]
+        with m.If(have):
+            with m.If(~legal):
+                m.d.comb += [self.bad_command.eq(1), retire.eq(1)]
+            with m.Elif((opcode == Op.DMA_LOAD) | (opcode == Op.DMA_STORE)):
+                with m.If((flags & F.RESIDENT).any()):
+                    m.d.comb += [retire.eq(1), instant_done.eq(1)]
+                with m.Elif(~dma_blocked):
+                    m.d.comb += [start_dma.eq(1), retire.eq(1)]
+            with m.Elif(opcode == Op.GEMM):
+                # A bias is fetched first, once earlier tiles no longer need the
+                # bias buffer; the GEMM itself then waits for that load.
+                with m.If(g_bias & ~bias_loaded):
+                    with m.If(~dma_active & gemm_idle):
+                        m.d.comb += start_bias.eq(1)
+                        m.d.sync += bias_loaded.eq(1)
+                with m.Elif(~gemm_blocked):
+                    m.d.comb += [start_gemm.eq(1), retire.eq(1)]
+                    m.d.sync += bias_loaded.eq(0)
+            with m.Elif(opcode == Op.NOP):
+                m.d.comb += [retire.eq(1), instant_done.eq(1)]
+            with m.Elif(opcode == Op.HOST):
+                with m.If(host_wait & self.host_resume):
+                    m.d.sync += host_wait.eq(0)
+                    m.d.comb += [retire.eq(1), instant_done.eq(1)]
+                with m.Elif(all_idle):
+                    m.d.sync += host_wait.eq(1)
+            with m.Elif(all_idle):     # SYNC, END
+                m.d.comb += [retire.eq(1), instant_done.eq(1),
+                             self.end.eq(opcode == Op.END)]
+
+        # ---- DMA -----------------------------------------------------------
+        m.d.comb += [dma.cmd.valid.eq(start_dma | start_bias),
+                     dma.cmd.payload.eq(Mux(start_bias, bias_cmd, dma_cmd))]
+        with m.If(start_dma):
+            m.d.sync += [dma_active.eq(1), dma_buf.eq(dma_cmd.buffer),
+                         dma_lo.eq(dma_new_lo), dma_hi.eq(dma_new_hi)]
+        with m.Elif(start_bias):
+            m.d.sync += [dma_active.eq(1), dma_buf.eq(BUFFER_BIAS)]
+        with m.Elif(dma.done):
+            m.d.sync += dma_active.eq(0)
+        m.d.comb += self.mem_fault.eq(dma.done & dma.fault)
+
+        # ---- GEMM feeder: A columns and B rows into the array -------------
+        feed_left = Signal(24)
+        feed_a = Signal(17)
+        feed_b = Signal(17)
+        feed_macs = Signal.like(self.counters.macs)
+        beat_valid = Signal()
+        beat_last = Signal()
+        beat_macs = Signal.like(self.counters.macs)
+        a_rd, b_rd = a_buf.read0, b_buf.read0
+        ops = array.operands
+        advance = ~beat_valid | ops.ready
+        m.d.comb += [
+            a_rd.addr.eq(feed_a), b_rd.addr.eq(feed_b),
+            a_rd.en.eq(advance), b_rd.en.eq(advance),
+            ops.valid.eq(beat_valid),
+            ops.payload.a.eq(a_rd.data), ops.payload.b.eq(b_rd.data),
+            ops.payload.last.eq(beat_last),
+        ]
+        with m.If(advance):
+            m.d.sync += [beat_valid.eq(feeding), beat_last.eq(feed_left == 1),
+                         beat_macs.eq(feed_macs)]
+            with m.If(feeding):
+                m.d.sync += [feed_a.eq(feed_a + 1), feed_b.eq(feed_b + 1),
+                             feed_left.eq(feed_left - 1)]
+                with m.If(feed_left == 1):
+                    m.d.sync += feeding.eq(0)
+
+        # Tiles in flight in the array, drained in order.
+        tile = data.StructLayout({"c_word": range(c_depth), "m": range(rows + 1),
+                                  "n": range(cols + 1), "accumulate": 1, "bias": 1})
+        m.submodules.tiles = tiles = SyncFIFO(width=tile.size, depth=2)
+        new_tile = Signal(tile)
+        m.d.comb += [
+            new_tile.c_word.eq(c_word), new_tile.m.eq(g_m), new_tile.n.eq(g_n),
+            new_tile.accumulate.eq((flags & F.ACCUMULATE).any()), new_tile.bias.eq(g_bias),
+            tiles.w_data.eq(new_tile),
+            tiles.w_en.eq(start_gemm),
+        ]
+        m.d.comb += tile_room.eq(tiles.w_rdy)
+        with m.If(start_gemm):
+            m.d.sync += [feeding.eq(1), feed_left.eq(g_k),
+                         feed_a.eq(a_word), feed_b.eq(b_word), feed_macs.eq(g_m * g_n),
+                         feed_a_lo.eq(a_word), feed_a_hi.eq(a_word + g_k),
+                         feed_b_lo.eq(b_word), feed_b_hi.eq(b_word + g_k)]
+
+        # ---- drain: result rows into C, read-modify-write for ACCUMULATE ---
+        cur = Signal(tile)
+        m.d.comb += cur.eq(tiles.r_data)
+        res = array.results
+        drow = Signal(range(rows))
+        c_rd = c_buf.read0
+        m.d.comb += [res.ready.eq(tiles.r_rdy), c_rd.addr.eq(cur.c_word + drow)]
+        take = res.valid & res.ready
+        bias_rd = bias_buf.read0
+        m.d.comb += [c_rd.en.eq(take), tiles.r_en.eq(take & (drow == rows - 1)),
+                     bias_rd.addr.eq(drow), bias_rd.en.eq(take)]
+        s1_valid = Signal()
+        s1_row = Signal.like(res.payload)
+        s1_addr = Signal(range(c_depth))
+        s1_mask = Signal(cols)
+        s1_acc = Signal()
+        s1_bias = Signal()
+        m.d.sync += s1_valid.eq(take & (drow < cur.m))
+        with m.If(take):
+            m.d.sync += [drow.eq(Mux(drow == rows - 1, 0, drow + 1)), s1_row.eq(res.payload),
+                         s1_addr.eq(cur.c_word + drow), s1_acc.eq(cur.accumulate),
+                         s1_bias.eq(cur.bias),
+                         s1_mask.eq(Cat(j < cur.n for j in range(cols)))]
+        c_wr = c_buf.write
+        dma_c = dma.c_write.en.any()
+        with m.If(dma_c):
+            m.d.comb += [c_wr.addr.eq(dma.c_write.addr), c_wr.data.eq(dma.c_write.data),
+                         c_wr.en.eq(dma.c_write.en)]
+        with m.Else():
+            m.d.comb += [c_wr.addr.eq(s1_addr), c_wr.en.eq(Mux(s1_valid, s1_mask, 0))]
+            for j in range(cols):
+                m.d.comb += c_wr.data[j].eq(s1_row[j] + Mux(s1_acc, c_rd.data[j], 0)
+                                            + Mux(s1_bias, bias_rd.data[0], 0))
+        m.d.comb += gemm_idle.eq(~feeding & ~beat_valid & ~tiles.r_rdy & ~s1_valid)
+        tile_done = take & (drow == rows - 1)
+
+        # ---- status and counters ------------------------------------------
+        m.d.comb += [self.busy.eq((count != 0) | ~all_idle),
+                     self.dma_busy.eq(dma_active), self.array_busy.eq(~gemm_idle)]
+        cnt = self.counters
+        beat = ops.valid & ops.ready
+        m.d.comb += [
+            cnt.busy.eq(self.busy),
+            cnt.macs.eq(Mux(beat, beat_macs, 0)),
+            cnt.array_stall.eq(~gemm_idle & ~beat),
+            cnt.mem_stall.eq(dma.mem_stall),
+            cnt.mem_read_bytes.eq(Mux(dma.r_word, 4, 0)),
+            cnt.mem_write_bytes.eq(Mux(dma.w_word, 4, 0)),
+            cnt.commands_done.eq(instant_done + (dma.done & dma_active & (dma_buf != BUFFER_BIAS))
+                                 + tile_done),
+        ]
+        return m

@@ -1,0 +1,325 @@
+# amaranth: UnusedElaboratable=no
+"""Sequencer end to end: command words in, tensor memory (AxiRam behind
+AxiMaster, with DDR-like latency and random stalls) compared word for word
+with ``fixedpoint.gemm`` + ``requantize`` afterwards. Covers single and
+multi-tile GEMMs with K split over ACCUMULATE, ping-pong buffers, a bias
+loaded into C, illegal commands (flagged, skipped) and the HOST hand-off."""
+
+import math
+
+import numpy as np
+import pytest
+
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+
+from fecaffe_hw.cores.axi_master import AxiMaster
+from fecaffe_hw.cores.axi_ram import AxiRam
+from fecaffe_hw.cores.sequencer import Sequencer
+from fecaffe_hw.fixedpoint import Format, gemm, requantize, wrap
+from fecaffe_hw.runtime.isa import Buffer, Flag, HostOp, Opcode, encode
+
+from support import Stalls, simulate, stream_put
+
+R, C, DW, AW = 4, 4, 16, 32
+KT = 8                    # K per GEMM command; each of A and B holds two halves
+MEM_BYTES = 16384
+
+
+def gemm_program(M, N, K, *, a, b, c, shift, bias=None, bias_shift=0, pingpong=True,
+                 gemm_bias=None, b_transposed=False, c_transposed=False):
+    """The commands a compiler emits for ``C = requant(A @ B [+ bias])``:
+    output tiles of ``R x C``, K in chunks of ``KT`` accumulated in the C
+    buffer, A/B halves alternating (ping-pong) so loads overlap the array,
+    C halves alternating per output tile. Without ``pingpong`` every load
+    reuses the same words, so only the sequencer's hazard check keeps a load
+    from overwriting operands the array is still reading. ``gemm_bias`` uses
+    the GEMM's own BIAS flag on the last K chunk (as the compiler does);
+    ``b_transposed``/``c_transposed``: memory holds B^T (N x K) / C^T (N x M),
+    as for an InnerProduct layer's X and Y."""
+    cmds = []
+    half = 0
+    for tile, (i0, j0) in enumerate((i, j) for i in range(0, M, R) for j in range(0, N, C)):
+        mt, nt = min(R, M - i0), min(C, N - j0)
+        c_off = (tile % 2) * R * C if pingpong else 0
+        if bias is not None:
+            # C[i][j] = bias[i0 + i] << bias_shift: C^T is nt copies of the
+            # bias slice, i.e. memory rows at stride 0.
+            cmds.append(encode(Opcode.DMA_LOAD, func=Buffer.C, flags=Flag.TRANSPOSE_B,
+                               addr=bias + 2 * i0, stride=0, rows=mt, cols=nt,
+                               offset=c_off, shift=bias_shift))
+        for k0 in range(0, K, KT):
+            kt = min(KT, K - k0)
+            a_off, b_off = half * KT * R, half * KT * C
+            half ^= pingpong
+            cmds.append(encode(Opcode.DMA_LOAD, func=Buffer.A, addr=a + 2 * (i0 * K + k0),
+                               stride=2 * K, rows=mt, cols=kt, offset=a_off))
+            if b_transposed:
+                cmds.append(encode(Opcode.DMA_LOAD, func=Buffer.B, flags=Flag.TRANSPOSE_B,
+                                   addr=b + 2 * (j0 * K + k0), stride=2 * K, rows=kt, cols=nt,
+                                   offset=b_off))
+            else:
+                cmds.append(encode(Opcode.DMA_LOAD, func=Buffer.B, addr=b + 2 * (k0 * N + j0),
+                                   stride=2 * N, rows=kt, cols=nt, offset=b_off))
+            accumulate = k0 > 0 or bias is not None
+            flags = Flag.ACCUMULATE if accumulate else 0
+            extra = {}
+            if gemm_bias is not None and k0 + kt == K:
+                flags |= Flag.BIAS
+                extra["bias_addr"] = gemm_bias + 2 * i0
+            cmds.append(encode(Opcode.GEMM, a_offset=a_off, b_offset=b_off, c_offset=c_off,
+                               m=mt, n=nt, k=kt, flags=flags, **extra))
+        if c_transposed:
+            cmds.append(encode(Opcode.DMA_STORE, func=Buffer.C, flags=Flag.TRANSPOSE_B,
+                               addr=c + 2 * (j0 * M + i0), stride=2 * M, rows=mt, cols=nt,
+                               offset=c_off, shift=shift))
+        else:
+            cmds.append(encode(Opcode.DMA_STORE, func=Buffer.C, addr=c + 2 * (i0 * N + j0),
+                               stride=2 * N, rows=mt, cols=nt, offset=c_off, shift=shift))
+    return cmds
+
+
+class Bench:
+    """Sequencer + AxiMaster + AxiRam; memory contents readable after the run."""
+
+    def __init__(self, image, *, latency=24, stall_rate=0.25):
+        self.dut = Sequencer(rows=R, cols=C, data_width=DW, acc_width=AW,
+                             a_depth=2 * KT, b_depth=2 * KT, c_depth=2 * R)
+        self.master = AxiMaster(max_outstanding=4)
+        ram = AxiRam(size=MEM_BYTES, latency=latency, stall_rate=stall_rate,
+                     init=[int(w) for w in image])
+        # Elaborated here so the test can read the RAM's Memory afterwards.
+        ram_module = ram.elaborate(None)
+        self.ram_mem = ram_module.submodules.mem
+        self.top = Module()
+        self.top.submodules.dut = self.dut
+        self.top.submodules.master = self.master
+        self.top.submodules.ram = ram_module
+        wiring.connect(self.top, self.dut.mem, self.master.bus)
+        wiring.connect(self.top, self.master.axi, ram.axi)
+        self.totals = {}
+        self.cycles = 0
+        self.bad_commands = 0
+
+    def run(self, words, *, name, rng, host=None, deadline=200_000):
+        dut = self.dut
+        image = np.zeros(MEM_BYTES // 4, dtype=np.uint32)
+        done = []
+
+        async def feed(ctx):
+            stalls = Stalls(rng, 0.2)
+            for word in words:
+                await stream_put(ctx, dut.commands, word, stalls=stalls)
+
+        async def watch(ctx):
+            # Counts every counter increment from the first cycle to END.
+            fields = ("busy", "macs", "array_stall", "mem_stall", "mem_read_bytes",
+                      "mem_write_bytes", "commands_done")
+            totals = dict.fromkeys(fields, 0)
+            cycles = bad = overlap = 0
+            while True:
+                await ctx.tick()
+                counters = ctx.get(dut.counters)
+                cycles += 1
+                for f in fields:
+                    totals[f] += int(getattr(counters, f))
+                bad += ctx.get(dut.bad_command)
+                overlap += ctx.get(dut.dma_busy) & ctx.get(dut.array_busy)
+                if host is not None and ctx.get(dut.host_wait):
+                    await host(ctx)
+                if ctx.get(dut.end):
+                    break
+            self.totals, self.cycles, self.bad_commands = totals, cycles, bad
+            self.overlap_cycles = overlap
+            for i in range(len(image)):
+                image[i] = ctx.get(self.ram_mem.data[i])
+            done.append(True)
+
+        simulate(self.top, feed, watch, name=name, deadline_cycles=deadline)
+        assert done
+        return image
+
+
+def random_problem(rng, M, N, K, scale=2**15):
+    a = rng.integers(-scale, scale, (M, K), dtype=np.int64)
+    b = rng.integers(-scale, scale, (K, N), dtype=np.int64)
+    return a, b
+
+
+def layout(M, N, K):
+    a_addr = 0
+    b_addr = a_addr + 2 * M * K
+    c_addr = b_addr + 2 * K * N
+    bias_addr = c_addr + 2 * M * N
+    assert bias_addr + 2 * M + 64 <= MEM_BYTES
+    return a_addr, b_addr, c_addr, bias_addr
+
+
+def pack(values):
+    values = np.asarray(values, dtype=np.int16).ravel()
+    if len(values) % 2:
+        values = np.append(values, np.int16(0))
+    return values.view(np.uint32)
+
+
+def image_for(rng, parts):
+    image = rng.integers(0, 2**32, MEM_BYTES // 4, dtype=np.uint64).astype(np.uint32)
+    for addr, values in parts:
+        words = pack(values)
+        image[addr // 4:addr // 4 + len(words)] = words
+    return image
+
+
+@pytest.mark.parametrize("M,N,K,shift,pingpong", [
+    (4, 4, 8, 15, True),        # one tile, one GEMM
+    (3, 2, 6, 10, True),        # partial tile: m < rows, n < cols, k < rows
+    (9, 10, 20, 16, True),      # 3 x 3 output tiles, K split 8 + 8 + 4
+    (5, 6, 16, 16, False),      # every load into the words the last GEMM read
+])
+def test_sequencer_gemm_requant(M, N, K, shift, pingpong):
+    rng = np.random.default_rng(M * 1000 + N * 10 + K)
+    a, b = random_problem(rng, M, N, K)
+    a_addr, b_addr, c_addr, _ = layout(M, N, K)
+    image = image_for(rng, [(a_addr, a), (b_addr, b)])
+    words = [w for cmd in gemm_program(M, N, K, a=a_addr, b=b_addr, c=c_addr, shift=shift,
+                                       pingpong=pingpong) for w in cmd]
+    words += encode(Opcode.SYNC, layer=3, stage=1) + encode(Opcode.END, flags=Flag.LAST)
+    bench = Bench(image)
+    result = bench.run(words, name=f"sequencer_gemm_{M}x{N}x{K}_{pingpong}", rng=rng)
+
+    expected = requantize(gemm(a, b, AW), shift, Format(DW, 0))
+    c_words = pack(expected)
+    got = result[c_addr // 4:c_addr // 4 + len(c_words)]
+    np.testing.assert_array_equal(got.view(np.int16)[:M * N].reshape(M, N), expected)
+    assert (got == c_words).all()
+    # Everything else in memory is as it was.
+    outside = np.ones(len(image), dtype=bool)
+    outside[c_addr // 4:c_addr // 4 + len(c_words)] = False
+    assert (result[outside] == image[outside]).all()
+
+    totals = bench.totals
+    assert totals["macs"] == M * N * K
+    assert bench.bad_commands == 0
+    n_commands = len(words) // 8
+    assert totals["commands_done"] == n_commands
+    read_bytes = sum(4 * math.ceil(kt / 2) * mt + 4 * math.ceil(nt / 2) * kt
+                     for mt in _chunks(M, R) for nt in _chunks(N, C) for kt in _chunks(K, KT))
+    assert totals["mem_read_bytes"] == read_bytes
+    assert totals["mem_write_bytes"] == 2 * M * N
+    if pingpong and K > KT:
+        assert bench.overlap_cycles > 0, "loads never overlapped the array"
+    utilisation = totals["macs"] / (R * C * bench.cycles)
+    print(f"{M}x{N}x{K}: {bench.cycles} cycles, array utilisation {utilisation:.3f}, "
+          f"busy {totals['busy']}, array stall {totals['array_stall']}, "
+          f"mem stall {totals['mem_stall']}, DMA/array overlap {bench.overlap_cycles}")
+
+
+def _chunks(total, size):
+    return [min(size, total - i) for i in range(0, total, size)]
+
+
+def test_sequencer_bias_and_illegal_commands():
+    """A bias loaded into C before accumulating GEMMs; illegal commands in the
+    stream are flagged once each and skipped without disturbing the result."""
+    M, N, K, shift, bias_shift = 6, 4, 12, 14, 8
+    rng = np.random.default_rng(7)
+    a, b = random_problem(rng, M, N, K, scale=2**12)
+    bias = rng.integers(-2**15, 2**15, M, dtype=np.int64)
+    a_addr, b_addr, c_addr, bias_addr = layout(M, N, K)
+    image = image_for(rng, [(a_addr, a), (b_addr, b), (bias_addr, bias)])
+    program = gemm_program(M, N, K, a=a_addr, b=b_addr, c=c_addr, shift=shift,
+                           bias=bias_addr, bias_shift=bias_shift)
+    illegal = [
+        [0x7F] + [0] * 7,                                            # unknown opcode
+        encode(Opcode.GEMM, m=R + 1, n=1, k=1),                      # m > rows
+        encode(Opcode.GEMM, m=1, n=1, k=1, flags=Flag.BIAS, bias_addr=2),   # misaligned
+        encode(Opcode.DMA_LOAD, func=Buffer.A, flags=Flag.IM2COL, rows=1, cols=2),
+        encode(Opcode.DMA_LOAD, func=Buffer.B, rows=1, cols=2, offset=1),   # not a word
+        encode(Opcode.POOL_FWD),                                     # no pooling unit yet
+        encode(Opcode.NOP)[:1] + [1 << 20] + [0] * 6,                # reserved bits
+    ]
+    for i, cmd in enumerate(illegal):
+        program.insert(1 + 3 * i, cmd)
+    words = [w for cmd in program for w in cmd] + encode(Opcode.END)
+    bench = Bench(image, latency=8, stall_rate=0.4)
+    result = bench.run(words, name="sequencer_bias_illegal", rng=rng)
+
+    acc = wrap(gemm(a, b, AW) + (bias << bias_shift)[:, None], AW)
+    expected = requantize(acc, shift, Format(DW, 0))
+    got = result[c_addr // 4:c_addr // 4 + M * N // 2].view(np.int16).reshape(M, N)
+    np.testing.assert_array_equal(got, expected)
+    assert bench.bad_commands == len(illegal)
+    assert bench.totals["commands_done"] == len(words) // 8 - len(illegal)
+
+
+def test_sequencer_inner_product_layout():
+    """The compiler's InnerProduct forward: Y^T = W @ X^T + bias with X (N x K)
+    and Y (N x M) row-major, so B is loaded and C stored transposed, and the
+    bias (in the accumulator's format) comes with the GEMM's BIAS flag."""
+    M, N, K, shift = 8, 6, 12, 13
+    rng = np.random.default_rng(5)
+    w, x_t = random_problem(rng, M, N, K, scale=2**12)
+    x = x_t.T.copy()                                   # memory holds X = B^T
+    bias = rng.integers(-2**15, 2**15, M, dtype=np.int64)
+    a_addr, x_addr, y_addr, bias_addr = layout(M, N, K)
+    image = image_for(rng, [(a_addr, w), (x_addr, x), (bias_addr, bias)])
+    program = gemm_program(M, N, K, a=a_addr, b=x_addr, c=y_addr, shift=shift,
+                           gemm_bias=bias_addr, b_transposed=True, c_transposed=True)
+    words = [w_ for cmd in program for w_ in cmd] + encode(Opcode.END)
+    bench = Bench(image, latency=6, stall_rate=0.3)
+    result = bench.run(words, name="sequencer_inner_product", rng=rng)
+
+    acc = wrap(gemm(w, x_t, AW) + bias[:, None], AW)
+    expected_y = requantize(acc, shift, Format(DW, 0)).T          # N x M
+    got = result[y_addr // 4:y_addr // 4 + M * N // 2].view(np.int16).reshape(N, M)
+    np.testing.assert_array_equal(got, expected_y)
+    assert bench.totals["macs"] == M * N * K
+    assert bench.totals["commands_done"] == len(words) // 8
+
+
+def test_sequencer_host_handoff():
+    """HOST waits for the units, raises host_wait and resumes on host_resume;
+    the host changes memory meanwhile (as it would write a batch's inputs)."""
+    M, N, K, shift = 4, 4, 4, 12
+    rng = np.random.default_rng(11)
+    a, b = random_problem(rng, M, N, K)
+    a2 = rng.integers(-2**15, 2**15, (M, K), dtype=np.int64)
+    a_addr, b_addr, c_addr, _ = layout(M, N, K)
+    c2_addr = c_addr + 64
+    image = image_for(rng, [(a_addr, a), (b_addr, b)])
+    first = gemm_program(M, N, K, a=a_addr, b=b_addr, c=c_addr, shift=shift)
+    second = gemm_program(M, N, K, a=a_addr, b=b_addr, c=c2_addr, shift=shift)
+    words = [w for cmd in first for w in cmd]
+    words += encode(Opcode.HOST, func=HostOp.INPUT, addr=a_addr, count=2 * M * K)
+    words += [w for cmd in second for w in cmd] + encode(Opcode.END)
+    bench = Bench(image, latency=4, stall_rate=0.0)
+    handoffs = []
+
+    async def host(ctx):
+        handoffs.append(True)
+        assert not ctx.get(bench.dut.end)
+        # The host writes new inputs while the sequencer waits.
+        for i, word in enumerate(pack(a2)):
+            ctx.set(bench.ram_mem.data[a_addr // 4 + i], int(word))
+        for _ in range(5):
+            await ctx.tick()
+            assert ctx.get(bench.dut.host_wait)
+        ctx.set(bench.dut.host_resume, 1)
+        await ctx.tick()
+        ctx.set(bench.dut.host_resume, 0)
+
+    result = bench.run(words, name="sequencer_host", rng=rng, host=host)
+    assert handoffs == [True]
+    for addr, lhs in ((c_addr, a), (c2_addr, a2)):
+        expected = requantize(gemm(lhs, b, AW), shift, Format(DW, 0))
+        got = result[addr // 4:addr // 4 + M * N // 2].view(np.int16).reshape(M, N)
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_sequencer_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="rows"):
+        Sequencer(rows=0, cols=4)
+    with pytest.raises(ValueError, match="12"):
+        Sequencer(rows=4, cols=4, data_width=12)
+    with pytest.raises(ValueError, match="C depth"):
+        Sequencer(rows=4, cols=4, c_depth=1)

@@ -5,46 +5,36 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from fecaffe_hw.fixedpoint.windows import output_size
+from fecaffe_hw.fixedpoint.windows import window_geometry
 
-__all__ = ["LineBuffer", "geometry"]
-
-
-def _pair(name, value, minimum):
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum
-                                 for v in pair):
-        raise ValueError(f"{name.capitalize()} must be an integer >= {minimum} or a pair of "
-                         f"them, not {value!r}")
-    return pair
+__all__ = ["LineBuffer", "WindowParameters"]
 
 
-def geometry(*, width, height, channels, kernel, stride, pad, ceil_mode):
-    """Validate a window geometry; returns ``((kh, kw), (sh, sw), (ph, pw), (oh, ow))``.
+class WindowParameters:
+    """Validated, read-only window geometry of a core that walks a
+    ``(channels, height, width)`` feature map; shared by the line buffer and
+    the pooling cores (see :func:`~fecaffe_hw.fixedpoint.windows.window_geometry`)."""
 
-    Shared by the line buffer and the pooling cores so both reject the same
-    parameters with the same messages.
-    """
-    for name, value in (("width", width), ("height", height), ("channels", channels)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name.capitalize()} must be a positive integer, not {value!r}")
-    kernel = _pair("kernel", kernel, 1)
-    stride = _pair("stride", stride, 1)
-    pad = _pair("pad", pad, 0)
-    out = []
-    for axis, size, k, s, p in (("height", height, kernel[0], stride[0], pad[0]),
-                                ("width", width, kernel[1], stride[1], pad[1])):
-        if p >= k:
-            # A window made only of padding has nothing to pool or convolve.
-            raise ValueError(f"Pad {p} must be smaller than the kernel {axis} {k}")
-        if size + 2 * p < k:
-            raise ValueError(f"Kernel {axis} {k} is larger than the padded input {axis} "
-                             f"{size} + 2 * {p}")
-        out.append(output_size(size, k, s, p, ceil_mode=ceil_mode))
-    return kernel, stride, pad, tuple(out)
+    def _set_geometry(self, *, width, height, channels, kernel, stride, pad, ceil_mode):
+        self._kernel, self._stride, self._pad, self._out_size = window_geometry(
+            width=width, height=height, channels=channels, kernel=kernel, stride=stride,
+            pad=pad, ceil_mode=ceil_mode)
+        self._width, self._height, self._channels = width, height, channels
+
+    width = property(lambda self: self._width)
+    height = property(lambda self: self._height)
+    channels = property(lambda self: self._channels)
+    kernel = property(lambda self: self._kernel)
+    stride = property(lambda self: self._stride)
+    pad = property(lambda self: self._pad)
+    out_size = property(lambda self: self._out_size)
+
+    @property
+    def area(self):
+        return self._kernel[0] * self._kernel[1]
 
 
-class LineBuffer(wiring.Component):
+class LineBuffer(WindowParameters, wiring.Component):
     """Holds ``kernel_h + stride_h`` rows of a feature map and emits its
     ``kernel_h x kernel_w`` windows (im2col, zero padding, stride).
 
@@ -73,10 +63,8 @@ class LineBuffer(wiring.Component):
 
     def __init__(self, *, width, height, channels=1, kernel, stride=1, pad=0, data_shape,
                  ceil_mode=False):
-        self._kernel, self._stride, self._pad, self._out_size = geometry(
-            width=width, height=height, channels=channels, kernel=kernel, stride=stride,
-            pad=pad, ceil_mode=ceil_mode)
-        self._width, self._height, self._channels = width, height, channels
+        self._set_geometry(width=width, height=height, channels=channels, kernel=kernel,
+                           stride=stride, pad=pad, ceil_mode=ceil_mode)
         try:
             Shape.cast(data_shape)
         except TypeError:
@@ -88,19 +76,8 @@ class LineBuffer(wiring.Component):
             "windows": Out(stream.Signature(data.ArrayLayout(data_shape, self.area))),
         })
 
-    width = property(lambda self: self._width)
-    height = property(lambda self: self._height)
-    channels = property(lambda self: self._channels)
-    kernel = property(lambda self: self._kernel)
-    stride = property(lambda self: self._stride)
-    pad = property(lambda self: self._pad)
-    out_size = property(lambda self: self._out_size)
     data_shape = property(lambda self: self._data_shape)
     ceil_mode = property(lambda self: self._ceil_mode)
-
-    @property
-    def area(self):
-        return self._kernel[0] * self._kernel[1]
 
     @property
     def row_slots(self):

@@ -9,7 +9,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from fecaffe_hw.fixedpoint.pooling import AverageDivider, overlap_count
-from .line_buffer import geometry
+from .line_buffer import WindowParameters
 
 __all__ = ["PoolKind", "Pooling", "PoolingBackward", "AverageDivide"]
 
@@ -39,30 +39,17 @@ def _index_width(area):
     return max(1, (area - 1).bit_length())
 
 
-class _Geometry:
+class _Geometry(WindowParameters):
     """Parameters and position logic shared by the forward and backward cores."""
 
     def _setup(self, kind, width, height, channels, kernel, stride, pad, data_shape):
         self._kind = _kind(kind)
         self._shape = _signed_shape(data_shape)
-        self._kernel, self._stride, self._pad, self._out_size = geometry(
-            width=width, height=height, channels=channels, kernel=kernel, stride=stride,
-            pad=pad, ceil_mode=True)
-        self._width, self._height, self._channels = width, height, channels
+        self._set_geometry(width=width, height=height, channels=channels, kernel=kernel,
+                           stride=stride, pad=pad, ceil_mode=True)
 
     kind = property(lambda self: self._kind)
     data_shape = property(lambda self: self._shape)
-    width = property(lambda self: self._width)
-    height = property(lambda self: self._height)
-    channels = property(lambda self: self._channels)
-    kernel = property(lambda self: self._kernel)
-    stride = property(lambda self: self._stride)
-    pad = property(lambda self: self._pad)
-    out_size = property(lambda self: self._out_size)
-
-    @property
-    def area(self):
-        return self._kernel[0] * self._kernel[1]
 
     @property
     def divider(self):

@@ -12,7 +12,8 @@ import re
 
 from amaranth.sim import Simulator
 
-__all__ = ["stream_put", "stream_get", "simulate", "Stalls"]
+__all__ = ["stream_put", "stream_get", "handshake_monitor", "simulate", "Stalls",
+           "uart_send", "uart_receive", "uart_receiver"]
 
 
 class Stalls:
@@ -59,17 +60,89 @@ async def stream_get(ctx, stream, *, stalls=None):
     return payload
 
 
-def _same(a, b):
+async def uart_send(ctx, pin, data, *, bit_cycles):
+    """Drive ``data`` onto the UART input ``pin`` (8N1, LSB first) with a bit
+    time of ``bit_cycles`` (a float: a host clock off nominal), as a host's
+    UART would; returns after the last stop bit."""
+    t, cycle = 0.0, 0
+    for byte in data:
+        for level in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
+            ctx.set(pin, level)
+            t += bit_cycles
+            while cycle < round(t):
+                await ctx.tick()
+                cycle += 1
+
+
+async def uart_receive(ctx, pin, *, bit_cycles):
+    """One byte from the UART output ``pin``: wait for a start bit, sample the
+    centre of each data bit and of the stop bit (which must be high)."""
+    # A plain loop, not ``tick().until()``: a background testbench is left
+    # waiting here when the run ends, and an abandoned ``until`` warns.
+    await ctx.tick()
+    while ctx.get(pin):
+        await ctx.tick()
+    elapsed, levels = 0, []
+    for i in range(1, 10):
+        while elapsed < round((i + 0.5) * bit_cycles) - 1:
+            await ctx.tick()
+            elapsed += 1
+        levels.append(ctx.get(pin))
+    assert levels[8] == 1, "stop bit low"
+    return sum(bit << i for i, bit in enumerate(levels[:8]))
+
+
+def uart_receiver(pin, sink, *, bit_cycles):
+    """A background testbench (for ``simulate(background=...)``) appending
+    every byte sent on ``pin`` to ``sink`` (a list, or anything with
+    ``append``)."""
+    async def receiver(ctx):
+        while True:
+            sink.append(await uart_receive(ctx, pin, bit_cycles=bit_cycles))
+    return receiver
+
+
+def handshake_monitor(channels, transfers):
+    """A process (for ``simulate(processes=...)``) checking the stream rules
+    that AXI shares on each ``name: channel``: valid, once high, stays high
+    with the payload unchanged until ready. Every transfer is appended to
+    ``transfers[name]``."""
+    names = list(channels)
+    signals = [x for n in names for x in (channels[n].valid, channels[n].ready,
+                                          channels[n].payload)]
+
+    async def monitor(ctx):
+        offered = {}
+        async for _clk, _rst, *values in ctx.tick().sample(*signals):
+            for i, name in enumerate(names):
+                valid, ready, payload = values[3 * i:3 * i + 3]
+                bits = _bits(payload)
+                if name in offered:
+                    assert valid, f"{name}: valid dropped before ready"
+                    assert bits == offered[name], f"{name}: payload changed while waiting"
+                if valid and ready:
+                    transfers.setdefault(name, []).append(payload)
+                    offered.pop(name, None)
+                elif valid:
+                    offered[name] = bits
+    return monitor
+
+
+def _bits(payload):
     # Struct and array payloads come back as ``data.Const``; compare their bits.
-    if hasattr(a, "as_value"):
-        return a.as_value().value == b.as_value().value
-    return a == b
+    return payload.as_value().value if hasattr(payload, "as_value") else payload
 
 
-def simulate(dut, *testbenches, name, processes=(), deadline_cycles=100_000, clock=1e-8):
+def _same(a, b):
+    return _bits(a) == _bits(b)
+
+
+def simulate(dut, *testbenches, name, processes=(), background=(), deadline_cycles=100_000,
+             clock=1e-8):
     """Run ``testbenches`` (async functions of ``ctx``) against ``dut``.
 
-    ``processes`` are added with ``add_process``. The run fails after
+    ``processes`` are added with ``add_process``, ``background`` testbenches
+    with ``add_testbench(background=True)`` (neither keeps the run going). The run fails after
     ``deadline_cycles``, so a hung handshake fails the test instead of
     hanging it.
     """
@@ -79,6 +152,8 @@ def simulate(dut, *testbenches, name, processes=(), deadline_cycles=100_000, clo
         sim.add_testbench(testbench)
     for process in processes:
         sim.add_process(process)
+    for testbench in background:
+        sim.add_testbench(testbench, background=True)
 
     vcd_dir = os.environ.get("FECAFFE_VCD")
     if vcd_dir:

@@ -110,25 +110,30 @@ def _read_bytes(path):
         raise WeightsError(f"{path}: cannot read file: {error.strerror or error}") from None
 
 
-def _unknown_top_level(message):
-    return [field.field_number for field in _unknown_fields.UnknownFieldSet(message)]
+def _parse(message, data, where):
+    """Parse ``data`` into ``message``; returns a description of the unknown
+    top-level fields (``None`` if there are none)."""
+    kind = type(message).__name__
+    try:
+        message.ParseFromString(data)
+    except _message.DecodeError:
+        raise WeightsError(f"{where}: not a Caffe binary {kind} "
+                           "(protobuf wire format is corrupt)") from None
+    unknown = {field.field_number for field in _unknown_fields.UnknownFieldSet(message)}
+    if unknown:
+        return f"unknown field number(s) {', '.join(map(str, sorted(unknown)))}"
+    return None
 
 
 def parse_caffemodel(data, path=None, *, upgrade=True):
     """Decode .caffemodel bytes into a ``NetParameter``; see :func:`read_caffemodel`."""
     where = path if path is not None else "<bytes>"
     net = caffe_pb2.NetParameter()
-    try:
-        net.ParseFromString(data)
-    except _message.DecodeError:
-        raise WeightsError(f"{where}: not a Caffe binary NetParameter "
-                           "(protobuf wire format is corrupt)") from None
     # ParseFromString keeps fields it does not know; a real .caffemodel has none
     # at the top level, while other data often decodes as a few stray fields.
-    unknown = _unknown_top_level(net)
+    unknown = _parse(net, data, where)
     if unknown:
-        raise WeightsError(f"{where}: not a Caffe binary NetParameter (unknown field "
-                           f"number(s) {', '.join(map(str, sorted(set(unknown))))})")
+        raise WeightsError(f"{where}: not a Caffe binary NetParameter ({unknown})")
     if not net.layer and not net.layers:
         raise WeightsError(f"{where}: not a Caffe binary NetParameter (no layers)")
     if upgrade:
@@ -163,16 +168,10 @@ def parse_solverstate(data, path=None):
     """Decode .solverstate bytes into a ``SolverState``; see :func:`read_solverstate`."""
     where = path if path is not None else "<bytes>"
     state = caffe_pb2.SolverState()
-    try:
-        state.ParseFromString(data)
-    except _message.DecodeError:
-        raise WeightsError(f"{where}: not a Caffe binary SolverState "
-                           "(protobuf wire format is corrupt)") from None
-    unknown = _unknown_top_level(state)
+    unknown = _parse(state, data, where)
     if unknown or not data:
-        detail = (f"unknown field number(s) {', '.join(map(str, sorted(set(unknown))))}"
-                  if unknown else "empty file")
-        raise WeightsError(f"{where}: not a Caffe binary SolverState ({detail})")
+        raise WeightsError(f"{where}: not a Caffe binary SolverState "
+                           f"({unknown or 'empty file'})")
     return state
 
 

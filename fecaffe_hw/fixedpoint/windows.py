@@ -9,7 +9,8 @@ with zeros where the window covers padding: im2col, one column per beat.
 
 import numpy as np
 
-__all__ = ["output_size", "pixel_stream", "windows", "window_origins", "as_pair"]
+__all__ = ["output_size", "window_geometry", "pixel_stream", "windows", "window_origins",
+           "as_pair"]
 
 
 def output_size(size, kernel, stride, pad, *, ceil_mode=False):
@@ -33,6 +34,40 @@ def output_size(size, kernel, stride, pad, *, ceil_mode=False):
         raise ValueError(f"Stride {stride} > kernel {kernel} leaves the last pooling window "
                          f"outside input {size}")
     return count
+
+
+def _pair(name, value, minimum):
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+                                 for v in pair):
+        raise ValueError(f"{name.capitalize()} must be an integer >= {minimum} or a pair of "
+                         f"them, not {value!r}")
+    return pair
+
+
+def window_geometry(*, width, height, channels, kernel, stride, pad, ceil_mode):
+    """Validate a window geometry; returns ``((kh, kw), (sh, sw), (ph, pw), (oh, ow))``.
+
+    The cores that walk windows (line buffer, pooling) all validate with this,
+    so they reject the same parameters with the same messages.
+    """
+    for name, value in (("width", width), ("height", height), ("channels", channels)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name.capitalize()} must be a positive integer, not {value!r}")
+    kernel = _pair("kernel", kernel, 1)
+    stride = _pair("stride", stride, 1)
+    pad = _pair("pad", pad, 0)
+    out = []
+    for axis, size, k, s, p in (("height", height, kernel[0], stride[0], pad[0]),
+                                ("width", width, kernel[1], stride[1], pad[1])):
+        if p >= k:
+            # A window made only of padding has nothing to pool or convolve.
+            raise ValueError(f"Pad {p} must be smaller than the kernel {axis} {k}")
+        if size + 2 * p < k:
+            raise ValueError(f"Kernel {axis} {k} is larger than the padded input {axis} "
+                             f"{size} + 2 * {p}")
+        out.append(output_size(size, k, s, p, ceil_mode=ceil_mode))
+    return kernel, stride, pad, tuple(out)
 
 
 def pixel_stream(image):

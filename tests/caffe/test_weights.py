@@ -1,7 +1,6 @@
 """Binary .caffemodel / .solverstate files, checked against hand-built wire bytes."""
 
 import os
-import struct
 
 import numpy as np
 import pytest
@@ -15,38 +14,8 @@ from fecaffe_hw.caffe import (
 )
 from fecaffe_hw.errors import WeightsError
 
-# -- a minimal protobuf wire-format encoder, independent of the protobuf library --
-VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
-
-
-def varint(value):
-    value &= (1 << 64) - 1  # negative int64 / int32 are ten-byte two's complement
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def tag(field, wire_type):
-    return varint(field << 3 | wire_type)
-
-
-def length_delimited(field, payload):
-    return tag(field, LENGTH) + varint(len(payload)) + payload
-
-
-def string(field, text):
-    return length_delimited(field, text.encode())
-
-
-def packed_floats(field, values):
-    return length_delimited(field, struct.pack(f"<{len(values)}f", *values))
-
-
-def packed_doubles(field, values):
-    return length_delimited(field, struct.pack(f"<{len(values)}d", *values))
+from wire_format import (float_field, length_delimited, packed_doubles, packed_floats, string,
+                         varint, varint_field)
 
 
 def blob_bytes(shape, values):
@@ -98,10 +67,10 @@ def test_read_hand_built_solverstate(tmp_path):
     history = [rng.standard_normal((2, 3)).astype(np.float32),
                rng.standard_normal(5).astype(np.float32)]
     # SolverState: iter = 1, learned_net = 2, history = 3, current_step = 4.
-    data = (tag(1, VARINT) + varint(12345)
+    data = (varint_field(1, 12345)
             + string(2, "snapshots/lenet_iter_12345.caffemodel")
             + b"".join(length_delimited(3, blob_bytes(h.shape, h.ravel())) for h in history)
-            + tag(4, VARINT) + varint(3))
+            + varint_field(4, 3))
     path = tmp_path / "lenet_iter_12345.solverstate"
     path.write_bytes(data)
 
@@ -119,11 +88,10 @@ def test_read_hand_built_v1_caffemodel(tmp_path):
     # blobs_lr = 7 (unpacked floats, as old protobuf wrote them).
     weights = rng.standard_normal((3, 2)).astype(np.float32)
     v1_conv = (string(2, "data") + string(3, "conv") + string(4, "conv")
-               + tag(5, VARINT) + varint(4)
+               + varint_field(5, 4)
                + length_delimited(6, blob_bytes(weights.shape, weights.ravel()))
-               + tag(7, FIXED32) + struct.pack("<f", 1.0)
-               + tag(7, FIXED32) + struct.pack("<f", 2.0))
-    v1_ip = string(4, "ip") + tag(5, VARINT) + varint(14)
+               + float_field(7, 1.0) + float_field(7, 2.0))
+    v1_ip = string(4, "ip") + varint_field(5, 14)
     path = tmp_path / "v1.caffemodel"
     path.write_bytes(string(1, "Old") + length_delimited(2, v1_conv) + length_delimited(2, v1_ip))
 
@@ -246,7 +214,7 @@ def test_diff_shape_must_match():
     (b"", "no layers"),
     (b'name: "LeNet"\nlayer {\n  name: "conv1"\n}\n', "not a Caffe binary NetParameter"),
     (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "not a Caffe binary NetParameter"),
-    (string(1, "net") + tag(15, VARINT) + varint(7), "unknown field number(s) 15"),
+    (string(1, "net") + varint_field(15, 7), "unknown field number(s) 15"),
     # V1 layer (NetParameter field 2) holding a V0 layer (V1LayerParameter field 1).
     (string(1, "net") + length_delimited(2, length_delimited(1, string(1, "conv1"))),
      'layer "#0": V0 layer definition'),
@@ -277,7 +245,7 @@ def test_random_bytes_are_rejected():
 
 def test_foreign_solverstate_is_rejected(tmp_path):
     path = tmp_path / "x.solverstate"
-    for data in [b"", tag(9, VARINT) + varint(1), b"\xff\xff\xff"]:
+    for data in [b"", varint_field(9, 1), b"\xff\xff\xff"]:
         path.write_bytes(data)
         with pytest.raises(WeightsError, match=f"^{path}: not a Caffe binary SolverState"):
             read_solverstate(path)

@@ -12,32 +12,7 @@ from fecaffe_hw.cores.axi import (AxiLiteSignature, AxiSignature, AxiStreamSigna
                                   Resp, amba_ports)
 from fecaffe_hw.cores.axi_ram import AxiRam
 
-from support import Stalls, simulate, stream_get, stream_put
-
-
-def handshake_monitor(channels, transfers):
-    """A process checking AXI's rules on each ``name: channel``: valid, once
-    high, stays high with the payload unchanged until ready. Every transfer
-    is appended to ``transfers[name]``."""
-    names = list(channels)
-    signals = [x for n in names for x in (channels[n].valid, channels[n].ready,
-                                          channels[n].payload)]
-
-    async def monitor(ctx):
-        offered = {}
-        async for _clk, _rst, *values in ctx.tick().sample(*signals):
-            for i, name in enumerate(names):
-                valid, ready, payload = values[3 * i:3 * i + 3]
-                bits = payload.as_value().value if hasattr(payload, "as_value") else payload
-                if name in offered:
-                    assert valid, f"{name}: valid dropped before ready"
-                    assert bits == offered[name], f"{name}: payload changed while waiting"
-                if valid and ready:
-                    transfers.setdefault(name, []).append(payload)
-                    offered.pop(name, None)
-                elif valid:
-                    offered[name] = bits
-    return monitor
+from support import Stalls, handshake_monitor, simulate, stream_get, stream_put
 
 
 class AxiModel:

@@ -13,7 +13,7 @@ from fecaffe_hw.cores.axil_csr import AxilCsr
 from fecaffe_hw.cores.csr_bank import CsrBank
 from fecaffe_hw.runtime.regmap import REGISTERS, Access, register
 
-from support import Stalls, simulate, stream_get, stream_put
+from support import Stalls, handshake_monitor, simulate, stream_get, stream_put
 
 
 class BridgedBank(wiring.Component):
@@ -28,31 +28,6 @@ class BridgedBank(wiring.Component):
         wiring.connect(m, wiring.flipped(self.axil), self.bridge.axil)
         wiring.connect(m, self.bridge.csr, self.bank.bus)
         return m
-
-
-def handshake_monitor(channels, transfers):
-    """A process checking AXI's rules on each ``name: channel``: valid, once
-    high, stays high with the payload unchanged until ready. Every transfer
-    is appended to ``transfers[name]``."""
-    names = list(channels)
-    signals = [x for n in names for x in (channels[n].valid, channels[n].ready,
-                                          channels[n].payload)]
-
-    async def monitor(ctx):
-        offered = {}
-        async for _clk, _rst, *values in ctx.tick().sample(*signals):
-            for i, name in enumerate(names):
-                valid, ready, payload = values[3 * i:3 * i + 3]
-                bits = payload.as_value().value if hasattr(payload, "as_value") else payload
-                if name in offered:
-                    assert valid, f"{name}: valid dropped before ready"
-                    assert bits == offered[name], f"{name}: payload changed while waiting"
-                if valid and ready:
-                    transfers.setdefault(name, []).append(payload)
-                    offered.pop(name, None)
-                elif valid:
-                    offered[name] = bits
-    return monitor
 
 
 class TableModel:

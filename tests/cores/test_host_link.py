@@ -19,7 +19,7 @@ from fecaffe_hw.runtime.protocol import (
     FrameDecoder, Opcode, Status, encode_request,
 )
 from fake_device import FakeDevice
-from support import simulate
+from support import simulate, uart_receive, uart_send
 
 CLK_FREQ = 8e6
 BAUD = 1e6             # 8 cycles per bit
@@ -76,32 +76,15 @@ def exchange(steps, *, mismatch, name):
     got = []
 
     async def send(ctx):
-        cycle, t = 0, 0.0
         for (data, _), count in zip(steps, counts):
-            for byte in data:
-                for level in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
-                    ctx.set(link.rx, level)
-                    t += bit
-                    while cycle < round(t):
-                        await ctx.tick()
-                        cycle += 1
+            await uart_send(ctx, link.rx, data, bit_cycles=bit)
             while len(got) < count:
                 await ctx.tick()
-                cycle += 1
-            t = float(cycle)
 
     async def receive(ctx):
         decoder = FrameDecoder()
         while len(got) < len(expected):
-            await ctx.tick().until(link.tx == 0)
-            elapsed, levels = 0, []
-            for i in range(1, 10):      # centres of the 8 data bits and the stop bit
-                while elapsed < round((i + 0.5) * bit) - 1:
-                    await ctx.tick()
-                    elapsed += 1
-                levels.append(ctx.get(link.tx))
-            assert levels[8] == 1, "stop bit low"
-            got.extend(decoder.feed([sum(b << i for i, b in enumerate(levels[:8]))]))
+            got.extend(decoder.feed([await uart_receive(ctx, link.tx, bit_cycles=bit)]))
 
     simulate(soc, send, receive, name=name, deadline_cycles=400_000)
     return got, expected

@@ -13,7 +13,7 @@ from fecaffe_hw.cores.axi_ram import AxiRam
 from fecaffe_hw.cores.memory_arbiter import MemoryArbiter
 from fecaffe_hw.cores.memory_port import MemoryPort
 
-from support import Stalls, simulate, stream_get, stream_put
+from support import Stalls, handshake_monitor, simulate, stream_get, stream_put
 
 REGION = 5120                    # bytes per initiator; regions straddle 4 KB pages
 
@@ -35,31 +35,6 @@ class SharedMemory(wiring.Component):
         wiring.connect(m, self.arbiter.target, self.master.bus)
         wiring.connect(m, self.master.axi, self.ram.axi)
         return m
-
-
-def handshake_monitor(channels, transfers):
-    """A process checking the stream rules on each ``name: channel``: valid,
-    once high, stays high with the payload unchanged until ready. Every
-    transfer is appended to ``transfers[name]``."""
-    names = list(channels)
-    signals = [x for n in names for x in (channels[n].valid, channels[n].ready,
-                                          channels[n].payload)]
-
-    async def monitor(ctx):
-        offered = {}
-        async for _clk, _rst, *values in ctx.tick().sample(*signals):
-            for i, name in enumerate(names):
-                valid, ready, payload = values[3 * i:3 * i + 3]
-                bits = payload.as_value().value if hasattr(payload, "as_value") else payload
-                if name in offered:
-                    assert valid, f"{name}: valid dropped before ready"
-                    assert bits == offered[name], f"{name}: payload changed while waiting"
-                if valid and ready:
-                    transfers.setdefault(name, []).append(payload)
-                    offered.pop(name, None)
-                elif valid:
-                    offered[name] = bits
-    return monitor
 
 
 class Initiator:

@@ -1,4 +1,3 @@
-import struct
 import types
 
 import lmdb
@@ -9,37 +8,22 @@ from fecaffe_hw.data import datum_lmdb
 from fecaffe_hw.data.datum_lmdb import DatumReader, write_datum_lmdb
 from fecaffe_hw.errors import DataError
 
+from wire_format import float_field, length_delimited, varint_field
+
 
 # -- Datum wire format by hand, with caffe.proto's field numbers ------------
 
-def varint(value):
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def field_varint(number, value):
-    return varint(number << 3) + varint(value)
-
-
-def field_bytes(number, payload):
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
 def datum_bytes(channels, height, width, *, data=None, label=None, float_data=(),
                 encoded=None):
-    out = field_varint(1, channels) + field_varint(2, height) + field_varint(3, width)
+    out = varint_field(1, channels) + varint_field(2, height) + varint_field(3, width)
     if data is not None:
-        out += field_bytes(4, data)
+        out += length_delimited(4, data)
     if label is not None:
-        out += field_varint(5, label)
+        out += varint_field(5, label)
     for value in float_data:  # proto2 repeated float: not packed, as Caffe writes it
-        out += varint(6 << 3 | 5) + struct.pack("<f", value)
+        out += float_field(6, value)
     if encoded is not None:
-        out += field_varint(7, int(encoded))
+        out += varint_field(7, int(encoded))
     return out
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from ..layer import Layer, register
-from .axes import canonical_axis, outer_inner
+from .axes import label_axes, read_labels
 
 __all__ = ["Accuracy"]
 
@@ -28,16 +28,11 @@ class Accuracy(Layer):
         self.axis_param = p.axis
 
     def reshape(self, bottom, top):
-        shape = bottom[0].shape
-        self.axis = canonical_axis(self, self.axis_param, len(shape))
-        self.outer, self.inner = outer_inner(shape, self.axis)
-        classes = shape[self.axis]
+        self.axis, self.outer, self.inner = label_axes(self, self.axis_param, bottom[0],
+                                                       bottom[1])
+        classes = bottom[0].shape[self.axis]
         if not 1 <= self.top_k <= classes:
             raise self.error(f"top_k {self.top_k} must be between 1 and the {classes} classes")
-        if bottom[1].count != self.outer * self.inner:
-            raise self.error(f"label count {bottom[1].count} must be {self.outer * self.inner} "
-                             f"(outer {self.outer} x inner {self.inner}) for scores of shape "
-                             f"{shape}")
         top[0].reshape(())
         if len(top) > 1:
             top[1].reshape(classes)
@@ -45,13 +40,8 @@ class Accuracy(Layer):
     def forward(self, bottom, top):
         classes = bottom[0].shape[self.axis]
         scores = bottom[0].data.reshape(self.outer, classes, self.inner)
-        labels = bottom[1].data.reshape(self.outer, self.inner).astype(np.int64)
-        valid = (np.ones_like(labels, bool) if self.ignore_label is None
-                 else labels != self.ignore_label)
-        bad = valid & ((labels < 0) | (labels >= classes))
-        if bad.any():
-            raise self.error(f"label {labels[bad][0]} out of range for {classes} classes")
-        safe = np.where(valid, labels, 0)
+        safe, valid = read_labels(self, bottom[1], self.outer, self.inner, classes,
+                                  self.ignore_label)
         true_score = np.take_along_axis(scores, safe[:, None, :], axis=1)
         # The true class itself is among the ">=" scores, hence the -1.
         better = (scores >= true_score).sum(axis=1) - 1

@@ -2,10 +2,9 @@
 
 import numpy as np
 
-from ..fillers import fill
 from ..im2col import col2im, conv_out_size, im2col
 from ..layer import Layer, register
-from ..blob import Blob
+from .learnable import weight_and_bias
 
 __all__ = ["Convolution"]
 
@@ -79,13 +78,7 @@ class Convolution(Layer):
                              f"channels and num_output {self.num_output}")
         kh, kw = self.kernel
         wshape = (self.num_output, self.channels // self.group, kh, kw)
-        weight = Blob(wshape)
-        weight.data[...] = fill(p.weight_filler, wshape, self.rng, layer=self.name)
-        self.blobs = [weight]
-        if self.bias_term:
-            bias = Blob((self.num_output,))
-            bias.data[...] = fill(p.bias_filler, (self.num_output,), self.rng, layer=self.name)
-            self.blobs.append(bias)
+        self.blobs = weight_and_bias(self, p, wshape)
 
     def reshape(self, bottom, top):
         for b in bottom:

@@ -2,10 +2,9 @@
 
 import math
 
-from ..blob import Blob
-from ..fillers import fill
 from ..layer import Layer, register
 from .axes import canonical_axis
+from .learnable import weight_and_bias
 
 __all__ = ["InnerProduct"]
 
@@ -29,13 +28,7 @@ class InnerProduct(Layer):
         self.axis = canonical_axis(self, p.axis, len(shape))
         self.k = math.prod(shape[self.axis:])
         wshape = (self.k, self.num_output) if self.transpose else (self.num_output, self.k)
-        weight = Blob(wshape)
-        weight.data[...] = fill(p.weight_filler, wshape, self.rng, layer=self.name)
-        self.blobs = [weight]
-        if self.bias_term:
-            bias = Blob((self.num_output,))
-            bias.data[...] = fill(p.bias_filler, (self.num_output,), self.rng, layer=self.name)
-            self.blobs.append(bias)
+        self.blobs = weight_and_bias(self, p, wshape)
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape

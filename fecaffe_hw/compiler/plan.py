@@ -71,6 +71,26 @@ def _blocks(nbytes):
     return math.ceil(nbytes / BRAM36_BYTES)
 
 
+# (depth, width) aspect ratios of one 36 Kbit block RAM (RAMB36E1 in simple
+# dual-port mode; ECP5's DP16KD pairs give the same ratios), and of its 18 Kbit
+# half, which counts as 0.5.
+_BRAM36_SHAPES = ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024, 36),
+                  (512, 72))
+_BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+
+
+def memory_blocks(words, width):
+    """36 Kbit blocks for a memory of ``words`` x ``width`` bits.
+
+    Counts whole blocks per aspect ratio, so a wide, shallow memory (a
+    scratchpad row of ``lanes`` elements) costs what synthesis gives it, not
+    its bit count.
+    """
+    best = min(math.ceil(width / w) * math.ceil(words / d) for d, w in _BRAM36_SHAPES)
+    half = min(math.ceil(width / w) * math.ceil(words / d) for d, w in _BRAM18_SHAPES) / 2
+    return min(best, half)
+
+
 def _kb(nbytes):
     return f"{nbytes / 1024:,.0f} KB"
 
@@ -538,12 +558,21 @@ def _size_memory(brd, layers, gemms, units, training, width, acc_width, data_byt
         blocks["accumulator"] = max(1, _blocks(min(largest * elem_bytes(grad_bits), share)))
     left = total - sum(blocks.values())
     c_bytes = elem_bytes(acc_width)
-    min_blocks = {"A": _blocks(2 * rows * data_bytes), "B": _blocks(2 * cols * data_bytes),
-                  "C": _blocks(2 * rows * cols * c_bytes)}
+    # Scratchpad words are rows of lanes: A holds columns of the array's
+    # rows, B and C rows of its columns; both halves share one memory.
+    lanes = {"A": rows, "B": cols, "C": cols}
+    word_bits = {"A": lanes["A"] * width, "B": lanes["B"] * width,
+                 "C": lanes["C"] * acc_width}
+
+    def buffer_blocks(name, depth):
+        return memory_blocks(math.ceil(2 * depth / lanes[name]), word_bits[name])
+
+    minimum = {"A": rows, "B": cols, "C": rows * cols}
+    min_blocks = {name: buffer_blocks(name, minimum[name]) for name in minimum}
     if left < sum(min_blocks.values()):
         need = sum(blocks.values()) + sum(min_blocks.values())
         detail = (f"tensor memory {_kb(tensor_bytes)} + " if tensor_bytes else "")
-        raise PlanError(f"on-chip memory does not fit: {detail}buffers need {need} blocks "
+        raise PlanError(f"on-chip memory does not fit: {detail}buffers need {need:g} blocks "
                         f"({_kb(need * BRAM36_BYTES)}) but the {brd.title} has {total} "
                         f"({_kb(brd.bram_bytes)})"
                         + ("; it has no external memory" if brd.memory is None else ""))
@@ -554,12 +583,19 @@ def _size_memory(brd, layers, gemms, units, training, width, acc_width, data_byt
     shares = {"A": 0.4, "B": 0.4, "C": 0.2}
     buffers = {}
     for name in ("A", "B", "C"):
-        cap = max(min_blocks[name], int(left * shares[name]))
-        depth = min(want[name], cap * BRAM36_BYTES // (2 * nbytes[name]))
-        depth = max(depth, rows if name == "A" else cols if name == "B" else rows * cols)
-        blocks[f"buffer_{name.lower()}"] = max(min_blocks[name],
-                                               _blocks(2 * depth * nbytes[name]))
-        buffers[name] = {"depth": depth, "elem_bytes": nbytes[name], "halves": 2}
+        cap = max(min_blocks[name], left * shares[name])
+        # The deepest half (in elements, a whole number of words) that fits.
+        lo, hi = minimum[name], max(minimum[name], want[name])
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if buffer_blocks(name, mid) <= cap:
+                lo = mid
+            else:
+                hi = mid - 1
+        depth = lo
+        blocks[f"buffer_{name.lower()}"] = buffer_blocks(name, depth)
+        buffers[name] = {"depth": depth, "elem_bytes": nbytes[name], "halves": 2,
+                         "lanes": lanes[name]}
     residency, notices = {}, []
     a_half = buffers["A"]["depth"]
     where = brd.memory.kind if brd.memory else "on-chip tensor memory"

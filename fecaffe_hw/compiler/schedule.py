@@ -78,7 +78,8 @@ class Command:
 
 
 class Schedule:
-    """Commands per phase: ``"train"`` (one iteration; training plans only) and
+    """Commands per phase: ``"train"`` (one iteration; training plans of nets with
+    a loss only) and
     ``"inference"`` (one forward pass). ``plan_hash`` ties it to its Plan."""
 
     def __init__(self, plan_hash, phases):
@@ -122,10 +123,15 @@ class Schedule:
                        for name, cmds in self.phases.items()}}, indent=indent)
 
 
+def has_loss(plan):
+    """Whether the planned net has a loss to train on (a deploy net has none)."""
+    return any(rec["type"].endswith("Loss") for rec in plan.layers)
+
+
 def build_schedule(plan):
     """The :class:`Schedule` of ``plan``."""
     phases = {}
-    if plan.training:
+    if plan.training and has_loss(plan):
         phases["train"] = _Builder(plan, training=True).build()
     phases["inference"] = _Builder(plan, training=False).build()
     return Schedule(plan.hash, phases)
@@ -384,8 +390,9 @@ class _Builder:
         part = "diff" if backward else "data"
         src = self.region(f"{top if backward else bottom}.{part}")
         dst = self.region(f"{bottom if backward else top}.{part}")
+        # The plan keeps argmax indices only where a gradient flows back.
         index = (self.region(f"{rec['name']}.index").offset
-                 if self.training and kind == PoolKind.MAX else 0)
+                 if self.training and kind == PoolKind.MAX and rec["need_backward"] else 0)
         # Channel tiles: the line buffer (forward) or the scratch map (backward).
         blocks = self.plan.bram.get("pool_scratch" if backward else "line_buffer", 1)
         per_channel = (h * w) if backward else (kh + rec["stride"][0]) * (w + 2 * rec["pad"][1])

@@ -1,0 +1,200 @@
+"""The accelerator SoC for one :class:`~fecaffe_hw.compiler.plan.Plan`.
+
+::
+
+    rx/tx pins -> UartHostLink --csr--> CsrBank (runtime.regmap)
+                      |  \\--cmd--> command FIFO --> Sequencer --> array, DMA,
+                      |                                 |          scratchpads
+                      \\--mem--\\                        |
+                              MemoryArbiter <-----------/
+                                   |
+                               AxiMaster --> AXI4 ``mem`` port (DDR3L via MIG)
+                                             or an on-chip AxiRam
+
+The register map, the frame format and the command set come from
+``fecaffe_hw.runtime`` (the same modules the host imports), and the
+identity registers carry the plan's array shape, capabilities and hash, so
+the host can check it talks to the bitstream it expects.
+"""
+
+from amaranth.hdl import Module, ResetInserter, Signal
+from amaranth.lib import fifo, wiring
+from amaranth.lib.wiring import In, Out
+
+from .cores.axi import AxiSignature
+from .cores.axi_master import AxiMaster
+from .cores.axi_ram import AxiRam
+from .cores.csr_bank import CsrBank
+from .cores.host_link import UartHostLink
+from .cores.memory_arbiter import MemoryArbiter
+from .cores.sequencer import Sequencer
+from .errors import PlanError
+from .runtime.regmap import REGISTERS
+
+__all__ = ["Soc", "COMMAND_FIFO_DEPTH", "ON_CHIP_MEMORY_LIMIT"]
+
+#: Command words the FIFO between the host link and the sequencer holds: a
+#: full RUN frame (255 words) fits, so the host never waits on one frame.
+COMMAND_FIFO_DEPTH = 512
+
+#: Largest tensor memory built from block RAM when a board has no DRAM
+#: controller (the plan has already checked it against the board's BRAM).
+ON_CHIP_MEMORY_LIMIT = 4 << 20
+
+
+def _buffer_words(plan, name, lanes):
+    """Scratchpad depth in words of ``lanes`` elements, both halves together."""
+    spec = plan.buffers[name]
+    return max(2, -(-spec["depth"] * spec.get("halves", 1) // lanes))
+
+
+class Soc(wiring.Component):
+    """The accelerator for ``plan``, with its host link and tensor memory port.
+
+    Ports: ``rx`` In(1), ``tx`` Out(1): the UART pins (idle high).
+    ``mem``: ``Out(AxiSignature(addr_width, data_width=32))``, the tensor
+    memory master, when the board has external memory (``plan.memory`` names
+    a DRAM kind); otherwise tensor memory is an on-chip :class:`AxiRam` of
+    ``plan.memory["used"]`` bytes and there is no ``mem`` port.
+
+    Parameters: ``plan``; ``clk_freq`` in Hz (default: the board's clock);
+    ``baud`` of the UART (default 12 Mbaud, the Arty's FT2232H maximum);
+    ``memory_latency``: the on-chip or simulated memory's latency in cycles.
+    """
+
+    def __init__(self, plan, *, clk_freq=None, baud=12_000_000, link="uart",
+                 memory_latency=None):
+        if link != "uart":
+            raise PlanError(f"link {link!r} is not available yet (uart only; the PCIe "
+                            f"face is an open issue)")
+        self._plan = plan
+        self._clk_freq = float(clk_freq if clk_freq is not None
+                               else plan.board["clock_mhz"] * 1e6)
+        self._external = plan.board.get("memory") is not None
+        self._mem_size = (plan.board["memory"]["bytes"] if self._external
+                          else _round_up(max(plan.memory["used"], 4096), 4096))
+        if not self._external and self._mem_size > ON_CHIP_MEMORY_LIMIT:
+            raise PlanError(f"tensor memory needs {self._mem_size:,} bytes on chip; "
+                            f"the on-chip limit is {ON_CHIP_MEMORY_LIMIT:,}")
+        self._memory_latency = (memory_latency if memory_latency is not None
+                                else plan.memory.get("latency", 2) if self._external else 2)
+        # Built here so that parameters are checked now, naming the bad value.
+        self._link = UartHostLink(clk_freq=self._clk_freq, baud=baud,
+                                  mem_size=min(self._mem_size, 2**32 - 4))
+        self._sequencer = Sequencer(
+            rows=plan.rows, cols=plan.cols, data_width=plan.data_width,
+            acc_width=plan.acc_width,
+            a_depth=min(_buffer_words(plan, "A", plan.rows), 1 << 16),
+            b_depth=min(_buffer_words(plan, "B", plan.cols), 1 << 16),
+            c_depth=min(_buffer_words(plan, "C", plan.cols), 1 << 16))
+        self._addr_width = max(12, (self._mem_size - 1).bit_length())
+        ports = {"rx": In(1, init=1), "tx": Out(1, init=1)}
+        if self._external:
+            ports["mem"] = Out(AxiSignature(addr_width=self._addr_width, data_width=32))
+        super().__init__(ports)
+
+    plan = property(lambda self: self._plan)
+    clk_freq = property(lambda self: self._clk_freq)
+    external_memory = property(lambda self: self._external)
+    mem_size = property(lambda self: self._mem_size)
+    baud = property(lambda self: self._link.baud)
+
+    def capabilities(self):
+        """The CAPABILITIES fields this design reports."""
+        units = self._plan.units
+        return {
+            "training": int(self._plan.training),
+            "pooling": int("pool" in units),
+            "sigmoid_tanh": int(bool(units.get("eltwise", {}).get("tables"))),
+            "lrn": 0,
+            "link_pcie": 0,
+            "external_memory": int(self._external),
+        }
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self._plan
+
+        m.submodules.link = link = self._link
+        m.submodules.csr = bank = CsrBank(REGISTERS)
+        soft_reset = Signal()
+        m.submodules.sequencer = sequencer = ResetInserter(soft_reset)(self._sequencer)
+        m.submodules.commands = commands = ResetInserter(soft_reset)(
+            fifo.SyncFIFOBuffered(width=32, depth=COMMAND_FIFO_DEPTH))
+        m.submodules.arbiter = arbiter = MemoryArbiter(ports=2)
+        m.submodules.axi_master = axi_master = AxiMaster(addr_width=self._addr_width,
+                                                         data_width=32)
+
+        m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
+        wiring.connect(m, link.csr, bank.bus)
+
+        # Host -> command FIFO -> sequencer. RUN is all-or-nothing against
+        # the free space the engine sees.
+        m.d.comb += [
+            commands.w_data.eq(link.cmd.payload),
+            commands.w_en.eq(link.cmd.valid),
+            link.cmd.ready.eq(commands.w_rdy),
+            link.cmd_space.eq(COMMAND_FIFO_DEPTH - commands.level),
+            sequencer.commands.payload.eq(commands.r_data),
+            sequencer.commands.valid.eq(commands.r_rdy),
+            commands.r_en.eq(sequencer.commands.ready),
+        ]
+
+        wiring.connect(m, link.mem, arbiter.initiators[0])
+        wiring.connect(m, sequencer.mem, arbiter.initiators[1])
+        wiring.connect(m, arbiter.target, axi_master.bus)
+        if self._external:
+            wiring.connect(m, axi_master.axi, wiring.flipped(self.mem))
+        else:
+            m.submodules.memory = memory = AxiRam(size=self._mem_size, data_width=32,
+                                                  addr_width=self._addr_width,
+                                                  latency=self._memory_latency)
+            wiring.connect(m, axi_master.axi, memory.axi)
+
+        # Identity: what the host checks before it trusts the bitstream.
+        for name, value in self.capabilities().items():
+            m.d.comb += bank.field("CAPABILITIES", name).eq(value)
+        m.d.comb += [
+            bank.field("ARRAY", "rows").eq(plan.rows),
+            bank.field("ARRAY", "cols").eq(plan.cols),
+            bank.field("ARRAY", "data_width").eq(plan.data_width),
+            bank.field("ARRAY", "acc_width").eq(plan.acc_width),
+            bank.field("PLAN_HASH", "value").eq(plan.hash32),
+            bank.field("MEM_SIZE", "value").eq(self._mem_size // 4096),
+            bank.field("CMD_SPACE", "value").eq(COMMAND_FIFO_DEPTH - commands.level),
+        ]
+
+        # Control and status.
+        error = Signal()
+        m.d.comb += [
+            soft_reset.eq(bank.field("CONTROL", "soft_reset")),
+            bank.counters_clear.eq(bank.field("CONTROL", "clear_counters")),
+            sequencer.enable.eq(bank.field("CONTROL", "enable")),
+            bank.field("STATUS", "busy").eq(sequencer.busy | commands.r_rdy),
+            bank.field("STATUS", "cmd_fifo_level").eq(
+                commands.level.as_unsigned()[:8] | (commands.level >= 255).replicate(8)),
+            bank.field("ERROR", "bad_command_set").eq(sequencer.bad_command),
+            bank.field("ERROR", "mem_fault_set").eq(sequencer.mem_fault),
+            error.eq(bank.field("ERROR", "bad_command") | bank.field("ERROR", "mem_fault")
+                     | bank.field("ERROR", "overflow")),
+            bank.field("STATUS", "error").eq(error),
+        ]
+        m.d.comb += bank.field("ERROR", "overflow_set").eq(link.overrun)
+
+        # Performance counters, straight from the units that do the work.
+        increments = sequencer.counters
+        m.d.comb += [
+            bank.counter("CYCLES").eq(1),
+            bank.counter("BUSY_CYCLES").eq(increments.busy),
+            bank.counter("MACS").eq(increments.macs),
+            bank.counter("ARRAY_STALL_CYCLES").eq(increments.array_stall),
+            bank.counter("MEM_STALL_CYCLES").eq(increments.mem_stall),
+            bank.counter("MEM_READ_BYTES").eq(increments.mem_read_bytes),
+            bank.counter("MEM_WRITE_BYTES").eq(increments.mem_write_bytes),
+            bank.counter("COMMANDS_DONE").eq(increments.commands_done),
+        ]
+        return m
+
+
+def _round_up(value, multiple):
+    return -(-value // multiple) * multiple

@@ -26,8 +26,9 @@ class AxiMaster(wiring.Component):
     forwarded to W once the burst is decided, independently of the AW
     handshake (AXI lets a slave wait for W before it takes AW). A command's
     fault is the OR of its beats' and bursts' responses (anything but OKAY);
-    responses leave in command order. Invalid lengths (0, > 256) are answered
-    with a fault and move no data.
+    responses leave in command order. Invalid lengths (0, > 256) and commands
+    reaching past the ``addr_width`` address space are answered with a fault
+    and move no data.
 
     Packing for ``data_width`` > 32 (64..512): beats are full width
     (``size`` = log2(data_width / 8)) from the beat-aligned address below the
@@ -88,6 +89,12 @@ class AxiMaster(wiring.Component):
 
         words = bus.cmd.payload.words
         bad = (words == 0) | (words > MAX_BURST_WORDS)
+        addr_width = self._axi_signature.addr_width
+        if 2 < addr_width < 32:
+            # A burst reaching past the AXI address space would wrap silently
+            # once truncated; refuse it like a bad length, with a fault.
+            last_word = (bus.cmd.payload.addr >> 2) + words - 1
+            bad = bad | ((last_word >> (addr_width - 2)) != 0)
         entry = Signal(order_layout)
         m.d.comb += [
             entry.write.eq(bus.cmd.payload.write), entry.bad.eq(bad),

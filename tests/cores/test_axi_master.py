@@ -18,9 +18,10 @@ SIZE = 16384
 
 
 class MasterOnRam(wiring.Component):
-    def __init__(self, data_width=32, **ram_options):
-        self.master = AxiMaster(addr_width=32, data_width=data_width)
-        self.ram = AxiRam(size=SIZE, addr_width=32, data_width=data_width, **ram_options)
+    def __init__(self, data_width=32, addr_width=32, **ram_options):
+        self.master = AxiMaster(addr_width=addr_width, data_width=data_width)
+        self.ram = AxiRam(size=SIZE, addr_width=addr_width, data_width=data_width,
+                          **ram_options)
         super().__init__({"bus": wiring.In(MemoryPort())})
 
     def elaborate(self, platform):
@@ -148,6 +149,33 @@ def test_random_commands_match_a_bytearray(data_width, latency, stall, port_stal
     strobes = sum(bin(p.strb).count("1") for p in transfers["w"])
     assert strobes == 4 * len(written)
     assert sum(p.last for p in transfers["w"]) == len(transfers["aw"])
+
+
+def test_commands_past_the_address_space_fault_without_a_burst():
+    # SIZE is the whole 14-bit space: a burst reaching past it must not wrap
+    # to address 0 (which a truncated AXI address would do) but fault.
+    dut = MasterOnRam(addr_width=14, latency=2)
+    commands = [(False, SIZE - 8, 2), (False, SIZE - 4, 2), (True, SIZE, 1),
+                (False, 1 << 20, 1)]
+    faults, transfers = [], {}
+
+    async def issue(ctx):
+        for write, addr, words in commands:
+            await stream_put(ctx, dut.bus.cmd, {"addr": addr, "words": words, "write": write})
+
+    async def drain(ctx):
+        for _ in range(2):                       # the one good read returns two words
+            await stream_get(ctx, dut.bus.r)
+        for _ in commands:
+            faults.append(int((await stream_get(ctx, dut.bus.resp)).fault))
+
+    axi = dut.master.axi
+    simulate(dut, issue, drain, name="axi_master_address_space", deadline_cycles=2000,
+             processes=[handshake_monitor({c: getattr(axi, c) for c in
+                                           ("aw", "w", "b", "ar", "r")}, transfers)])
+    assert faults == [0, 1, 1, 1]
+    assert [(p.addr, p.len + 1) for p in transfers.get("ar", [])] == [(SIZE - 8, 2)]
+    assert not transfers.get("aw")
 
 
 def test_full_rate_streaming():

@@ -57,6 +57,10 @@ class Soc(wiring.Component):
     a DRAM kind); otherwise tensor memory is an on-chip :class:`AxiRam` of
     ``plan.memory["used"]`` bytes and there is no ``mem`` port.
 
+    CONTROL.soft_reset resets the sequencer and the command FIFO only; issue
+    it when STATUS.busy is low (a reset in the middle of a DMA burst would
+    leave the memory side mid-transaction).
+
     Parameters: ``plan``; ``clk_freq`` in Hz (default: the board's clock);
     ``baud`` of the UART (default 12 Mbaud, the Arty's FT2232H maximum);
     ``memory_latency``: the on-chip or simulated memory's latency in cycles.
@@ -170,6 +174,8 @@ class Soc(wiring.Component):
             soft_reset.eq(bank.field("CONTROL", "soft_reset")),
             bank.counters_clear.eq(bank.field("CONTROL", "clear_counters")),
             sequencer.enable.eq(bank.field("CONTROL", "enable")),
+            sequencer.host_resume.eq(bank.field("CONTROL", "host_resume")),
+            bank.field("STATUS", "host_wait").eq(sequencer.host_wait),
             bank.field("STATUS", "busy").eq(sequencer.busy | commands.r_rdy),
             bank.field("STATUS", "cmd_fifo_level").eq(
                 commands.level.as_unsigned()[:8] | (commands.level >= 255).replicate(8)),

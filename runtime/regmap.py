@@ -238,10 +238,14 @@ REGISTERS = (
         Field("soft_reset", 0, 1, SC, 0, "reset the sequencer, DMA and command FIFO"),
         Field("clear_counters", 1, 1, SC, 0, "zero every performance counter"),
         Field("enable", 2, 1, RW, 1, "the sequencer executes commands"),
+        Field("host_resume", 3, 1, SC, 0,
+              "the host has done a HOST command's work; the sequencer resumes"),
     ), "control"),
     Register("STATUS", 0x014, RO, (
         Field("busy", 0, 1, RO, 0, "a command is executing or queued"),
         Field("error", 1, 1, RO, 0, "a bit of ERROR is set"),
+        Field("host_wait", 2, 1, RO, 0,
+              "a HOST command waits for the host (softmax, loss, inputs); see host_resume"),
         Field("cmd_fifo_level", 8, 8, RO, 0, "command words queued (saturates at 255)"),
     ), "status"),
     Register("ERROR", 0x018, W1C, (

@@ -76,7 +76,7 @@ def test_run_and_counters():
     assert list(device.commands) == [1, 2, 0xFFFFFFFF]
     assert link.read_csr("CMD_SPACE") == 61
     assert regmap.register("STATUS").unpack(link.read_csr("STATUS")) == \
-        dict(busy=1, error=0, cmd_fifo_level=3)
+        dict(busy=1, error=0, host_wait=0, cmd_fifo_level=3)
     device.drain()
     device.counters.update(MACS=0x1_2345_6789_ABCD, COMMANDS_DONE=3, CYCLES=7)
     counters = link.read_counters()

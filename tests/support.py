@@ -142,9 +142,9 @@ def simulate(dut, *testbenches, name, processes=(), background=(), deadline_cycl
     """Run ``testbenches`` (async functions of ``ctx``) against ``dut``.
 
     ``processes`` are added with ``add_process``, ``background`` testbenches
-    with ``add_testbench(background=True)`` (neither keeps the run going). The run fails after
-    ``deadline_cycles``, so a hung handshake fails the test instead of
-    hanging it.
+    with ``add_testbench(background=True)``; neither keeps the run going. The
+    run fails after ``deadline_cycles``, so a hung handshake fails the test
+    instead of hanging it.
     """
     sim = Simulator(dut)
     sim.add_clock(clock)

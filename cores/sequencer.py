@@ -38,10 +38,22 @@ commands with reserved bits, a wrong unit, or fields out of range):
   0 and ``shift`` preloads an aligned bias for accumulating GEMMs.
   ``TRANSPOSE_A``/``TRANSPOSE_B`` are bad commands on a GEMM: operands are
   transposed by the load.
+* ``ELTWISE`` (``cores/eltwise_engine.py``): ``count`` int16 elements from
+  ``src`` (and ``aux`` for ``RELU_BWD``, ``SIGMOID_BWD``, ``TANH_BWD``,
+  ``ADD``) to ``dst``, requantised by ``shift`` (round half to even,
+  saturating); every ``func`` of ``isa.EltwiseOp`` runs (``COPY`` and
+  ``REQUANT`` requantise ``src``, ``ADD`` ``src + aux``, ``ZERO`` writes
+  zeros). ``slope`` (ReLU only, else 0) is signed Q.16 within 25 bits.
+  ``count`` must be even and addresses word aligned (the memory port has no
+  byte enables); ``dst`` equals or avoids each region read. Sigmoid/TanH use
+  the build's ``eltwise_in_frac`` (forward input) and ``eltwise_aux_frac``
+  (backward ``y``): the ISA has no field for them. The engine shares the
+  memory port with the DMA, so an ELTWISE waits for the DMA to go idle and a
+  DMA command waits for the ELTWISE; a GEMM (on-chip only) overlaps it.
 
 Ports: ``commands`` (In stream of 32-bit words), ``mem`` (``Out(MemoryPort())``),
 ``enable`` (In: fetch commands), ``busy`` (a command is held or a unit
-works), ``dma_busy``, ``array_busy``, ``end``, ``host_wait``,
+works), ``dma_busy``, ``array_busy``, ``eltwise_busy``, ``end``, ``host_wait``,
 ``host_resume`` (In), ``bad_command`` and ``mem_fault`` (one-cycle pulses, for
 the ERROR register), ``counters`` (:data:`CounterIncrements`, per cycle).
 
@@ -50,7 +62,8 @@ feed it; back-to-back GEMMs stream without a gap (the drain of one overlaps
 the next), so ``k >= rows`` keeps the array busy. The DMA moves a memory
 word per cycle untransposed, an element per cycle transposed (A tiles), so a
 32-bit tensor memory, not the array, bounds GEMM throughput: each ``k`` step
-needs ``rows + cols`` operands, the port delivers two per cycle.
+needs ``rows + cols`` operands, the port delivers two per cycle. ELTWISE
+moves two elements per cycle with one operand, one with ``aux``.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
@@ -60,6 +73,7 @@ from amaranth.lib.wiring import In, Out
 
 from fecaffe_hw.runtime import isa
 
+from .eltwise_engine import EltwiseEngine
 from .dma import BUFFER_A, BUFFER_B, BUFFER_C, BUFFER_BIAS, Dma, DmaCommand
 from .memory_port import MemoryPort
 from .scratchpad import Scratchpad
@@ -116,17 +130,34 @@ def _overlap(lo0, hi0, lo1, hi1):
     return (lo0 < hi1) & (lo1 < hi0)
 
 
+class _NoEltwise:
+    """Stand-in for the ELTWISE engine of a build without one: idle, and
+    every ELTWISE command illegal."""
+
+    def __init__(self):
+        self.mem = MemoryPort().create()
+        self.cmd = stream.Signature(1).create()
+        self.done, self.fault, self.r_word, self.w_word, self.mem_stall = (Const(0),) * 5
+
+    def from_isa(self, m, **fields):
+        return Const(0, 1), Const(0)
+
+
 class Sequencer(wiring.Component):
     """Decodes ``runtime.isa`` commands and runs them on a ``rows x cols``
     :class:`SystolicArray`, a :class:`Dma` and A/B/C :class:`Scratchpad` s of
     ``a_depth``/``b_depth``/``c_depth`` words (see the module docstring).
 
     Parameters: ``rows``, ``cols`` 1..64; ``data_width`` 8 or 16 (the DMA's
-    packing), ``acc_width`` as the array allows; depths 2..2**16.
+    packing), ``acc_width`` as the array allows; depths 2..2**16;
+    ``eltwise_in_frac``, ``eltwise_aux_frac``, ``eltwise_chunk`` as
+    :class:`EltwiseEngine` takes them (``in_frac``, ``aux_frac``,
+    ``chunk_words``).
     """
 
     def __init__(self, *, rows, cols, data_width=16, acc_width=32,
-                 a_depth=512, b_depth=512, c_depth=64):
+                 a_depth=512, b_depth=512, c_depth=64,
+                 eltwise_in_frac=12, eltwise_aux_frac=15, eltwise_chunk=16):
         for name, value, lo, hi in (("rows", rows, 1, 64), ("cols", cols, 1, 64),
                                     ("A depth", a_depth, 2, 1 << 16),
                                     ("B depth", b_depth, 2, 1 << 16),
@@ -140,6 +171,11 @@ class Sequencer(wiring.Component):
         # Validates acc_width against data_width.
         self._array = SystolicArray(rows=rows, cols=cols, data_width=data_width,
                                     acc_width=acc_width)
+        # Validates its own parameters. Its elements are int16: an 8-bit
+        # build has no ELTWISE (bad command).
+        engine = EltwiseEngine(in_frac=eltwise_in_frac, aux_frac=eltwise_aux_frac,
+                               chunk_words=eltwise_chunk)
+        self._eltwise = engine if data_width == 16 else None
         self._rows, self._cols = rows, cols
         self._data_width, self._acc_width = data_width, acc_width
         self._depths = (a_depth, b_depth, c_depth)
@@ -150,6 +186,7 @@ class Sequencer(wiring.Component):
             "busy": Out(1),
             "dma_busy": Out(1),
             "array_busy": Out(1),
+            "eltwise_busy": Out(1),
             "end": Out(1),
             "host_wait": Out(1),
             "host_resume": In(1),
@@ -165,6 +202,7 @@ class Sequencer(wiring.Component):
     a_depth = property(lambda self: self._depths[0])
     b_depth = property(lambda self: self._depths[1])
     c_depth = property(lambda self: self._depths[2])
+    eltwise = property(lambda self: self._eltwise)
 
     def elaborate(self, platform):
         m = Module()
@@ -182,7 +220,25 @@ class Sequencer(wiring.Component):
                                                 read_ports=2, transparent=(0,))
         m.submodules.bias_buf = bias_buf = Scratchpad(lanes=1, lane_width=aw,
                                                       depth=max(2, rows))
-        wiring.connect(m, wiring.flipped(self.mem), dma.mem)
+        elt = self._eltwise
+        elt_active = Signal()
+        if elt is None:
+            elt = _NoEltwise()
+        else:
+            m.submodules.eltwise = elt
+        # One owner of the memory port at a time: the ELTWISE engine while it
+        # runs (the DMA is idle then), the DMA otherwise.
+        for unit, owns in ((elt.mem, elt_active), (dma.mem, ~elt_active)):
+            for name in ("cmd", "w"):
+                src, dst = getattr(unit, name), getattr(self.mem, name)
+                with m.If(owns):
+                    m.d.comb += [dst.valid.eq(src.valid), dst.payload.eq(src.payload)]
+                m.d.comb += src.ready.eq(owns & dst.ready)
+            for name in ("r", "resp"):
+                src, dst = getattr(self.mem, name), getattr(unit, name)
+                m.d.comb += [dst.valid.eq(owns & src.valid), dst.payload.eq(src.payload)]
+                with m.If(owns):
+                    m.d.comb += src.ready.eq(dst.ready)
         wiring.connect(m, dma.a_write, a_buf.write)
         wiring.connect(m, dma.b_write, b_buf.write)
         wiring.connect(m, dma.c_read, c_buf.read1)
@@ -214,7 +270,7 @@ class Sequencer(wiring.Component):
         feeding = Signal()
         feed_a_lo, feed_a_hi = Signal(17), Signal(18)
         feed_b_lo, feed_b_hi = Signal(17), Signal(18)
-        all_idle = ~dma_active & gemm_idle
+        all_idle = ~dma_active & gemm_idle & ~elt_active
         host_wait = Signal()
         m.d.comb += self.host_wait.eq(host_wait)
 
@@ -250,7 +306,7 @@ class Sequencer(wiring.Component):
                   & (_field(words, d_op, "col0") == 0) & (_field(words, d_op, "k0") == 0))
         dma_new_lo = dma_cmd.word
         dma_new_hi = dma_cmd.word + dma_extent
-        dma_blocked = dma_active | Mux(
+        dma_blocked = dma_active | elt_active | Mux(
             func == BUFFER_C, ~gemm_idle,
             feeding & Mux(func == BUFFER_A,
                           _overlap(dma_new_lo, dma_new_hi, feed_a_lo, feed_a_hi),
@@ -285,6 +341,12 @@ class Sequencer(wiring.Component):
             | ((dma_buf == BUFFER_A) & _overlap(dma_lo, dma_hi, a_word, a_word + g_k))
             | ((dma_buf == BUFFER_B) & _overlap(dma_lo, dma_hi, b_word, b_word + g_k)))
 
+        # ---- ELTWISE command decode ----------------------------------------
+        e_op = Op.ELTWISE
+        elt_cmd, elt_ok = elt.from_isa(
+            m, func=func, **{name: _field(words, e_op, name)
+                             for name in ("src", "aux", "dst", "count", "shift", "slope")})
+
         # ---- dispatch ------------------------------------------------------
         plain_ok = ((flags & ~F.LAST) == 0) & (func == 0)
         legal = Signal()
@@ -302,10 +364,14 @@ class Sequencer(wiring.Component):
             with m.Case(Op.GEMM):
                 m.d.comb += legal.eq(~_reserved(words, g_op) & gemm_ok
                                      & (_field(words, g_op, "unit") == isa.Unit.ARRAY))
+            with m.Case(e_op):
+                m.d.comb += legal.eq(~_reserved(words, e_op) & elt_ok & ((flags & ~F.LAST) == 0)
+                                     & (_field(words, e_op, "unit") == isa.Unit.ELTWISE))
 
         start_dma = Signal()
         start_bias = Signal()
         start_gemm = Signal()
+        start_elt = Signal()
         instant_done = Signal()
         m.d.comb += [self.bad_command.eq(0), self.end.eq(0)]
         with m.If(have):
@@ -320,12 +386,15 @@ class Sequencer(wiring.Component):
                 # A bias is fetched first, once earlier tiles no longer need the
                 # bias buffer; the GEMM itself then waits for that load.
                 with m.If(g_bias & ~bias_loaded):
-                    with m.If(~dma_active & gemm_idle):
+                    with m.If(~dma_active & gemm_idle & ~elt_active):
                         m.d.comb += start_bias.eq(1)
                         m.d.sync += bias_loaded.eq(1)
                 with m.Elif(~gemm_blocked):
                     m.d.comb += [start_gemm.eq(1), retire.eq(1)]
                     m.d.sync += bias_loaded.eq(0)
+            with m.Elif(opcode == e_op):
+                with m.If(~dma_active & ~elt_active):
+                    m.d.comb += [start_elt.eq(1), retire.eq(1)]
             with m.Elif(opcode == Op.NOP):
                 m.d.comb += [retire.eq(1), instant_done.eq(1)]
             with m.Elif(opcode == Op.HOST):
@@ -348,7 +417,13 @@ class Sequencer(wiring.Component):
             m.d.sync += [dma_active.eq(1), dma_buf.eq(BUFFER_BIAS)]
         with m.Elif(dma.done):
             m.d.sync += dma_active.eq(0)
-        m.d.comb += self.mem_fault.eq(dma.done & dma.fault)
+        # ---- ELTWISE -------------------------------------------------------
+        m.d.comb += [elt.cmd.valid.eq(start_elt), elt.cmd.payload.eq(elt_cmd)]
+        with m.If(start_elt):
+            m.d.sync += elt_active.eq(1)
+        with m.Elif(elt.done):
+            m.d.sync += elt_active.eq(0)
+        m.d.comb += self.mem_fault.eq((dma.done & dma.fault) | (elt.done & elt.fault))
 
         # ---- GEMM feeder: A columns and B rows into the array -------------
         feed_left = Signal(24)
@@ -433,17 +508,19 @@ class Sequencer(wiring.Component):
 
         # ---- status and counters ------------------------------------------
         m.d.comb += [self.busy.eq((count != 0) | ~all_idle),
-                     self.dma_busy.eq(dma_active), self.array_busy.eq(~gemm_idle)]
+                     self.dma_busy.eq(dma_active), self.array_busy.eq(~gemm_idle),
+                     self.eltwise_busy.eq(elt_active)]
         cnt = self.counters
         beat = ops.valid & ops.ready
         m.d.comb += [
             cnt.busy.eq(self.busy),
             cnt.macs.eq(Mux(beat, beat_macs, 0)),
             cnt.array_stall.eq(~gemm_idle & ~beat),
-            cnt.mem_stall.eq(dma.mem_stall),
-            cnt.mem_read_bytes.eq(Mux(dma.r_word, 4, 0)),
-            cnt.mem_write_bytes.eq(Mux(dma.w_word, 4, 0)),
+            cnt.mem_stall.eq(Mux(elt_active, elt.mem_stall, dma.mem_stall)),
+            cnt.mem_read_bytes.eq(Mux(dma.r_word | elt.r_word, 4, 0)),
+            cnt.mem_write_bytes.eq(Mux(dma.w_word | elt.w_word, 4, 0)),
+            # The DMA and the ELTWISE engine never finish in the same cycle.
             cnt.commands_done.eq(instant_done + (dma.done & dma_active & (dma_buf != BUFFER_BIAS))
-                                 + tile_done),
+                                 + (elt.done & elt_active) + tile_done),
         ]
         return m

@@ -17,7 +17,10 @@ from fecaffe_hw.cores.axi_master import AxiMaster
 from fecaffe_hw.cores.axi_ram import AxiRam
 from fecaffe_hw.cores.sequencer import Sequencer
 from fecaffe_hw.fixedpoint import Format, gemm, requantize, wrap
-from fecaffe_hw.runtime.isa import Buffer, Flag, HostOp, Opcode, encode
+from fecaffe_hw.fixedpoint.activation import (
+    relu_backward, relu_forward, sigmoid_backward, sigmoid_forward, tanh_backward, tanh_forward,
+)
+from fecaffe_hw.runtime.isa import Buffer, EltwiseOp, Flag, HostOp, Opcode, Unit, encode
 
 from support import Stalls, simulate, stream_put
 
@@ -82,9 +85,9 @@ def gemm_program(M, N, K, *, a, b, c, shift, bias=None, bias_shift=0, pingpong=T
 class Bench:
     """Sequencer + AxiMaster + AxiRam; memory contents readable after the run."""
 
-    def __init__(self, image, *, latency=24, stall_rate=0.25):
+    def __init__(self, image, *, latency=24, stall_rate=0.25, **eltwise):
         self.dut = Sequencer(rows=R, cols=C, data_width=DW, acc_width=AW,
-                             a_depth=2 * KT, b_depth=2 * KT, c_depth=2 * R)
+                             a_depth=2 * KT, b_depth=2 * KT, c_depth=2 * R, **eltwise)
         self.master = AxiMaster(max_outstanding=4)
         ram = AxiRam(size=MEM_BYTES, latency=latency, stall_rate=stall_rate,
                      init=[int(w) for w in image])
@@ -323,3 +326,180 @@ def test_sequencer_rejects_bad_parameters():
         Sequencer(rows=4, cols=4, data_width=12)
     with pytest.raises(ValueError, match="C depth"):
         Sequencer(rows=4, cols=4, c_depth=1)
+
+
+# ---- ELTWISE ---------------------------------------------------------------
+
+SLOPE_FMT = Format(25, 16)        # the ISA's slope: negative_slope * 2**16
+ACT_IN_FRAC, ACT_AUX_FRAC = 12, 14
+
+
+def _eltwise_case(rng, count):
+    """Operands and the model's results for every ELTWISE func; returns
+    ``(regions, commands, expected)`` with ``expected`` ``{dst: values}``."""
+    x = rng.integers(-2**15, 2**15, count)
+    dy = rng.integers(-2**15, 2**15, count)
+    # Sigmoid output in [0, 1], TanH output in [-1, 1] (the y of backward).
+    y_sig = rng.integers(0, (1 << ACT_AUX_FRAC) + 1, count)
+    y_tanh = rng.integers(-(1 << ACT_AUX_FRAC), (1 << ACT_AUX_FRAC) + 1, count)
+    slope = int(rng.integers(1, 1 << 16))          # a negative_slope in (0, 1)
+    f = 9                                          # ReLU's frac: any, only ``shift`` matters
+    inputs = {"x": x, "dy": dy, "y_sig": y_sig, "y_tanh": y_tanh, "inplace": dy.copy()}
+    addr, regions = 0, {}
+    for name, values in inputs.items():
+        regions[name] = addr
+        addr += 2 * count + 4 * int(rng.integers(1, 4))      # word aligned, not burst aligned
+    outs = ["relu", "relu_bwd", "sig", "tanh", "sig_bwd", "tanh_bwd", "add", "requant", "zero"]
+    for name in outs:
+        regions[name] = addr
+        addr += 2 * count + 4
+    assert addr <= MEM_BYTES
+    fmt = lambda frac: Format(16, frac)     # noqa: E731
+    r = regions
+    E = EltwiseOp
+    table = [
+        # func, src, aux, dst, shift, slope, expected
+        (E.RELU_FWD, r["x"], 0, r["relu"], 2, slope,
+         relu_forward(x, f, slope, SLOPE_FMT, fmt(f - 2))),
+        (E.RELU_BWD, r["dy"], r["x"], r["relu_bwd"], -3, slope,
+         relu_backward(dy, x, f, slope, SLOPE_FMT, fmt(f + 3))),
+        (E.SIGMOID_FWD, r["x"], 0, r["sig"], ACT_IN_FRAC - 15, 0,
+         sigmoid_forward(x, fmt(ACT_IN_FRAC), fmt(15))),
+        (E.TANH_FWD, r["x"], 0, r["tanh"], ACT_IN_FRAC - 14, 0,
+         tanh_forward(x, fmt(ACT_IN_FRAC), fmt(14))),
+        (E.SIGMOID_BWD, r["dy"], r["y_sig"], r["sig_bwd"], 1, 0,
+         sigmoid_backward(dy, y_sig, f, fmt(ACT_AUX_FRAC), fmt(f - 1))),
+        (E.TANH_BWD, r["dy"], r["y_tanh"], r["tanh_bwd"], 0, 0,
+         tanh_backward(dy, y_tanh, f, fmt(ACT_AUX_FRAC), fmt(f))),
+        (E.ADD, r["dy"], r["x"], r["add"], 1, 0, requantize(dy + x, 1, fmt(0))),
+        (E.REQUANT, r["x"], 0, r["requant"], -2, 0, requantize(x, -2, fmt(0))),
+        (E.ZERO, 0, 0, r["zero"], 0, 0, np.zeros(count, dtype=np.int64)),
+        # In place (Caffe's in-place ReLU): dst == src.
+        (E.RELU_FWD, r["inplace"], 0, r["inplace"], 0, 0,
+         relu_forward(dy, f, 0, SLOPE_FMT, fmt(f))),
+    ]
+    commands, expected = [], {}
+    for func, src, aux, dst, shift, slp, want in table:
+        commands.append(encode(Opcode.ELTWISE, func=func, src=src, aux=aux, dst=dst,
+                               count=count, shift=shift, slope=slp, layer=2, stage=1))
+        expected[dst] = want
+    return [(regions[n], v) for n, v in inputs.items()], commands, expected
+
+
+def _illegal_eltwise(count, src, dst):
+    base = dict(func=EltwiseOp.RELU_FWD, src=src, dst=dst, count=count)
+    wrong_unit = encode(Opcode.ELTWISE, **base)
+    wrong_unit[0] = (wrong_unit[0] & ~0xF00) | (Unit.POOL << 8)
+    reserved = encode(Opcode.ELTWISE, **base)
+    reserved[6] |= 1 << 8                                   # above the 8-bit shift
+    return [
+        encode(Opcode.ELTWISE, **{**base, "count": count + 1}),          # odd count
+        encode(Opcode.ELTWISE, **{**base, "count": 0}),
+        encode(Opcode.ELTWISE, **{**base, "src": src + 2}),              # not word aligned
+        encode(Opcode.ELTWISE, **{**base, "func": 10}),                  # no such op
+        encode(Opcode.ELTWISE, **{**base, "func": EltwiseOp.SIGMOID_FWD, "slope": 5}),
+        encode(Opcode.ELTWISE, **{**base, "slope": 1 << 24}),            # beyond Q8.16
+        encode(Opcode.ELTWISE, **{**base, "shift": -100}),               # left beyond the core
+        encode(Opcode.ELTWISE, **{**base, "dst": src + 4}),              # partial overlap
+        encode(Opcode.ELTWISE, **{**base, "flags": Flag.ACCUMULATE}),
+        wrong_unit,
+        reserved,
+    ]
+
+
+@pytest.mark.parametrize("chunk,count", [(8, 38), (1, 6)])
+def test_sequencer_eltwise_ops(chunk, count):
+    """Every ELTWISE func on random int16 tensors (several bursts each, the
+    last one partial), word for word against ``fixedpoint.activation``;
+    illegal commands in between are flagged and change nothing."""
+    rng = np.random.default_rng(21 + chunk)
+    inputs, commands, expected = _eltwise_case(rng, count)
+    illegal = _illegal_eltwise(count, inputs[0][0], max(expected))
+    program = []
+    for i, cmd in enumerate(commands):
+        program.append(cmd)
+        program += illegal[i::len(commands)]
+    words = [w for cmd in program for w in cmd] + encode(Opcode.END)
+    image = image_for(rng, inputs)
+    bench = Bench(image, latency=6, stall_rate=0.3, eltwise_in_frac=ACT_IN_FRAC,
+                  eltwise_aux_frac=ACT_AUX_FRAC, eltwise_chunk=chunk)
+    result = bench.run(words, name=f"sequencer_eltwise_{chunk}", rng=rng)
+
+    touched = np.zeros(len(image), dtype=bool)
+    for dst, want in expected.items():
+        got = result[dst // 4:dst // 4 + count // 2]
+        np.testing.assert_array_equal(got.view(np.int16).astype(np.int64), want,
+                                      err_msg=f"ELTWISE result at 0x{dst:x}")
+        touched[dst // 4:dst // 4 + count // 2] = True
+    assert (result[~touched] == image[~touched]).all()
+    assert bench.bad_commands == len(illegal)
+    assert bench.totals["commands_done"] == len(commands) + 1
+    two = (EltwiseOp.RELU_BWD, EltwiseOp.SIGMOID_BWD, EltwiseOp.TANH_BWD, EltwiseOp.ADD)
+    funcs = [cmd[0] >> 24 for cmd in commands]
+    reads = sum(2 if f in two else 0 if f == EltwiseOp.ZERO else 1 for f in funcs)
+    assert bench.totals["mem_read_bytes"] == reads * 2 * count
+    assert bench.totals["mem_write_bytes"] == len(commands) * 2 * count
+    print(f"ELTWISE x{len(commands)} of {count}: {bench.cycles} cycles")
+
+
+def test_sequencer_gemm_then_relu():
+    """A layer's forward as the compiler emits it: GEMM tiles stored by the
+    DMA, then an in-place ReLU over the stored output (ELTWISE waits for the
+    stores, the next layer's loads wait for the ELTWISE)."""
+    M, N, K, shift = 8, 8, 8, 15
+    rng = np.random.default_rng(3)
+    a, b = random_problem(rng, M, N, K)
+    a_addr, b_addr, c_addr, _ = layout(M, N, K)
+    d_addr = c_addr + 2 * M * N + 64
+    image = image_for(rng, [(a_addr, a), (b_addr, b)])
+    slope = 6554                                        # negative_slope 0.1
+    words = [w for cmd in gemm_program(M, N, K, a=a_addr, b=b_addr, c=c_addr, shift=shift)
+             for w in cmd]
+    words += encode(Opcode.ELTWISE, func=EltwiseOp.RELU_FWD, src=c_addr, dst=c_addr,
+                    count=M * N, slope=slope, shift=1)
+    # The next layer reads the ReLU output: C @ B of the activations.
+    words += [w for cmd in gemm_program(M, N, N, a=c_addr, b=b_addr, c=d_addr, shift=shift)
+              for w in cmd]
+    words += encode(Opcode.END)
+    bench = Bench(image, latency=10, stall_rate=0.2, eltwise_chunk=16)
+    result = bench.run(words, name="sequencer_gemm_relu", rng=rng)
+
+    y = requantize(gemm(a, b, AW), shift, Format(DW, 0))
+    act = relu_forward(y, 0, slope, SLOPE_FMT, Format(DW, -1))
+    out = requantize(gemm(act, b, AW), shift, Format(DW, 0))
+    for addr, want in ((c_addr, act), (d_addr, out)):
+        got = result[addr // 4:addr // 4 + M * N // 2].view(np.int16).reshape(M, N)
+        np.testing.assert_array_equal(got, want)
+    assert bench.bad_commands == 0
+    assert bench.totals["commands_done"] == len(words) // 8
+
+
+def test_sequencer_rejects_bad_eltwise_parameters():
+    with pytest.raises(ValueError, match="input frac"):
+        Sequencer(rows=4, cols=4, eltwise_in_frac=2)
+    with pytest.raises(ValueError, match="chunk length"):
+        Sequencer(rows=4, cols=4, eltwise_chunk=300)
+
+
+def test_sequencer_8_bit_build_has_no_eltwise():
+    """The ELTWISE engine works on int16 elements: an 8-bit build flags it."""
+    dut = Sequencer(rows=2, cols=2, data_width=8)
+    assert dut.eltwise is None
+    words = encode(Opcode.ELTWISE, func=EltwiseOp.RELU_FWD, src=0, dst=64, count=2)
+    words += encode(Opcode.END)
+    seen = []
+
+    async def feed(ctx):
+        for word in words:
+            await stream_put(ctx, dut.commands, word)
+
+    async def watch(ctx):
+        bad = 0
+        while not ctx.get(dut.end):
+            bad += ctx.get(dut.bad_command)
+            assert not ctx.get(dut.mem.cmd.valid)
+            await ctx.tick()
+        seen.append(bad)
+
+    simulate(dut, feed, watch, name="sequencer_no_eltwise", deadline_cycles=200)
+    assert seen == [1]

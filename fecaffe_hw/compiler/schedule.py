@@ -429,7 +429,9 @@ class _Builder:
                   "TanH": EltwiseOp.TANH_BWD}[t]
             top, bottom = rec["tops"][0], rec["bottoms"][0]
             dy, dx = self.region(f"{top}.diff"), self.region(f"{bottom}.diff")
-            aux = self.region(f"{top}.data")
+            # As Caffe: ReLU's gradient gates on the forward input, Sigmoid's
+            # and TanH's use the forward output.
+            aux = self.region(f"{bottom if t == 'ReLU' else top}.data")
             count = math.prod(dy.shape)
             self.emit(Opcode.ELTWISE, rec, Stage.BACKWARD_DATA, func=int(op), src=dy.offset,
                       aux=aux.offset, dst=dx.offset, count=count,

@@ -132,3 +132,14 @@ def test_json(lenet):
     assert obj["phases"]["inference"]["macs"] == schedule.macs("inference")
     first = obj["phases"]["train"]["commands"][0]
     assert first["unit"] == "host" and first["opcode"] == "HOST"
+
+
+def test_activation_backward_reads_what_caffe_reads():
+    """ReLU's gradient gates on the forward input, Sigmoid's uses the forward output."""
+    plan = plan_network(NETS / "odd_ip.prototxt", "arty")
+    commands = build_schedule(plan).commands("train")
+    aux = {c.layer: c.fields["aux"] for c in commands
+           if c.opcode == Opcode.ELTWISE and c.stage == Stage.BACKWARD_DATA
+           and c.layer in ("relu", "sig")}
+    assert aux == {"relu": plan.region("sig.data").offset,     # ReLU's bottom
+                   "sig": plan.region("sig.data").offset}      # Sigmoid's top

@@ -50,11 +50,29 @@ commands with reserved bits, a wrong unit, or fields out of range):
   (backward ``y``): the ISA has no field for them. The engine shares the
   memory port with the DMA, so an ELTWISE waits for the DMA to go idle and a
   DMA command waits for the ELTWISE; a GEMM (on-chip only) overlaps it.
+* ``SET_GEOMETRY`` on unit ``POOL`` selects one of the build's
+  ``pool_geometries`` (``height``, ``width``, kernel, stride, pad and
+  ``out_h``/``out_w`` must match one exactly; ``channels``, the blob's channel
+  count, and ``images``, the batch, are free, non-zero; ``group`` 0 or 1).
+  It retires at once: a POOL_FWD copies the geometry when it starts. An
+  unsupported geometry is a bad command and leaves none selected, so the
+  POOL_FWDs after it are flagged too. On unit ``LINE_BUFFER`` it is a bad
+  command (IM2COL is not implemented).
+* ``POOL_FWD`` (``cores/pool_engine.py``): channels ``c0 ..`` and images
+  ``n0 ..`` of the NCHW int16 map at ``src`` pooled (``func``: MAX or AVE,
+  a kind the geometry was built with) to the NCHW map at ``dst``,
+  requantised by ``shift`` (-15..15; round half to even, saturating), with
+  ``TRAINING`` and a non-zero ``index_addr`` also each MAX output's window
+  index ``ky * kw + kx`` as a byte, bit-exact with ``fixedpoint.pooling``.
+  Each image's tile of outputs (and indices) must start and end on 32-bit
+  words (no byte enables); addresses word aligned; ``c0 + channels`` and
+  ``n0 + images`` within the geometry's. It shares the memory port like
+  ELTWISE. ``POOL_BWD`` is not implemented yet (bad command).
 
 Ports: ``commands`` (In stream of 32-bit words), ``mem`` (``Out(MemoryPort())``),
 ``enable`` (In: fetch commands), ``busy`` (a command is held or a unit
-works), ``dma_busy``, ``array_busy``, ``eltwise_busy``, ``end``, ``host_wait``,
-``host_resume`` (In), ``bad_command`` and ``mem_fault`` (one-cycle pulses, for
+works), ``dma_busy``, ``array_busy``, ``eltwise_busy``, ``pool_busy``, ``end``,
+``host_wait``, ``host_resume`` (In), ``bad_command`` and ``mem_fault`` (one-cycle pulses, for
 the ERROR register), ``counters`` (:data:`CounterIncrements`, per cycle).
 
 Throughput: the array takes one ``k`` step per cycle while the scratchpads
@@ -63,7 +81,8 @@ the next), so ``k >= rows`` keeps the array busy. The DMA moves a memory
 word per cycle untransposed, an element per cycle transposed (A tiles), so a
 32-bit tensor memory, not the array, bounds GEMM throughput: each ``k`` step
 needs ``rows + cols`` operands, the port delivers two per cycle. ELTWISE
-moves two elements per cycle with one operand, one with ``aux``.
+moves two elements per cycle with one operand, one with ``aux``. POOL_FWD
+takes one input pixel per cycle (the line buffer's rate).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
@@ -74,12 +93,13 @@ from amaranth.lib.wiring import In, Out
 from fecaffe_hw.runtime import isa
 
 from .eltwise_engine import EltwiseEngine
+from .pool_engine import PoolEngine, PoolGeometry
 from .dma import BUFFER_A, BUFFER_B, BUFFER_C, BUFFER_BIAS, Dma, DmaCommand
 from .memory_port import MemoryPort
 from .scratchpad import Scratchpad
 from .systolic import SystolicArray
 
-__all__ = ["Sequencer", "CounterIncrements"]
+__all__ = ["Sequencer", "CounterIncrements", "PoolGeometry"]
 
 #: Per-cycle increments of the performance counters the sequencer drives
 #: (``runtime.regmap`` names: BUSY_CYCLES, MACS, ARRAY_STALL_CYCLES,
@@ -143,6 +163,22 @@ class _NoEltwise:
         return Const(0, 1), Const(0)
 
 
+class _NoPool:
+    """Stand-in for the pool engine of a build without one: idle, every
+    pooling geometry unsupported and every POOL_FWD illegal."""
+
+    def __init__(self):
+        self.mem = MemoryPort().create()
+        self.cmd = stream.Signature(1).create()
+        self.done, self.fault, self.r_word, self.w_word, self.mem_stall = (Const(0),) * 5
+
+    def match(self, m, fields):
+        return Const(0, 1), Const(0)
+
+    def from_isa(self, m, **fields):
+        return Const(0, 1), Const(0)
+
+
 class Sequencer(wiring.Component):
     """Decodes ``runtime.isa`` commands and runs them on a ``rows x cols``
     :class:`SystolicArray`, a :class:`Dma` and A/B/C :class:`Scratchpad` s of
@@ -152,12 +188,15 @@ class Sequencer(wiring.Component):
     packing), ``acc_width`` as the array allows; depths 2..2**16;
     ``eltwise_in_frac``, ``eltwise_aux_frac``, ``eltwise_chunk`` as
     :class:`EltwiseEngine` takes them (``in_frac``, ``aux_frac``,
-    ``chunk_words``).
+    ``chunk_words``); ``pool_geometries`` the :class:`PoolGeometry` s the
+    pool engine is built for (``PoolGeometry.from_layer`` of the plan's
+    Pooling layers; none: no pool engine), ``pool_chunk`` its burst length.
     """
 
     def __init__(self, *, rows, cols, data_width=16, acc_width=32,
                  a_depth=512, b_depth=512, c_depth=64,
-                 eltwise_in_frac=12, eltwise_aux_frac=15, eltwise_chunk=16):
+                 eltwise_in_frac=12, eltwise_aux_frac=15, eltwise_chunk=16,
+                 pool_geometries=(), pool_chunk=16):
         for name, value, lo, hi in (("rows", rows, 1, 64), ("cols", cols, 1, 64),
                                     ("A depth", a_depth, 2, 1 << 16),
                                     ("B depth", b_depth, 2, 1 << 16),
@@ -176,6 +215,12 @@ class Sequencer(wiring.Component):
         engine = EltwiseEngine(in_frac=eltwise_in_frac, aux_frac=eltwise_aux_frac,
                                chunk_words=eltwise_chunk)
         self._eltwise = engine if data_width == 16 else None
+        # Pooling is int16 too; the engine validates the geometries.
+        pool_geometries = tuple(pool_geometries)
+        self._pool = (PoolEngine(geometries=pool_geometries, chunk_words=pool_chunk)
+                      if pool_geometries else None)
+        if data_width != 16:
+            self._pool = None
         self._rows, self._cols = rows, cols
         self._data_width, self._acc_width = data_width, acc_width
         self._depths = (a_depth, b_depth, c_depth)
@@ -187,6 +232,7 @@ class Sequencer(wiring.Component):
             "dma_busy": Out(1),
             "array_busy": Out(1),
             "eltwise_busy": Out(1),
+            "pool_busy": Out(1),
             "end": Out(1),
             "host_wait": Out(1),
             "host_resume": In(1),
@@ -203,6 +249,7 @@ class Sequencer(wiring.Component):
     b_depth = property(lambda self: self._depths[1])
     c_depth = property(lambda self: self._depths[2])
     eltwise = property(lambda self: self._eltwise)
+    pool = property(lambda self: self._pool)
 
     def elaborate(self, platform):
         m = Module()
@@ -226,9 +273,16 @@ class Sequencer(wiring.Component):
             elt = _NoEltwise()
         else:
             m.submodules.eltwise = elt
-        # One owner of the memory port at a time: the ELTWISE engine while it
-        # runs (the DMA is idle then), the DMA otherwise.
-        for unit, owns in ((elt.mem, elt_active), (dma.mem, ~elt_active)):
+        pool = self._pool
+        pool_active = Signal()
+        if pool is None:
+            pool = _NoPool()
+        else:
+            m.submodules.pool = pool
+        # One owner of the memory port at a time: the ELTWISE or pool engine
+        # while it runs (the DMA is idle then), the DMA otherwise.
+        for unit, owns in ((elt.mem, elt_active), (pool.mem, pool_active),
+                           (dma.mem, ~elt_active & ~pool_active)):
             for name in ("cmd", "w"):
                 src, dst = getattr(unit, name), getattr(self.mem, name)
                 with m.If(owns):
@@ -270,7 +324,8 @@ class Sequencer(wiring.Component):
         feeding = Signal()
         feed_a_lo, feed_a_hi = Signal(17), Signal(18)
         feed_b_lo, feed_b_hi = Signal(17), Signal(18)
-        all_idle = ~dma_active & gemm_idle & ~elt_active
+        mem_engine = elt_active | pool_active      # an engine owns the memory port
+        all_idle = ~dma_active & gemm_idle & ~mem_engine
         host_wait = Signal()
         m.d.comb += self.host_wait.eq(host_wait)
 
@@ -306,7 +361,7 @@ class Sequencer(wiring.Component):
                   & (_field(words, d_op, "col0") == 0) & (_field(words, d_op, "k0") == 0))
         dma_new_lo = dma_cmd.word
         dma_new_hi = dma_cmd.word + dma_extent
-        dma_blocked = dma_active | elt_active | Mux(
+        dma_blocked = dma_active | mem_engine | Mux(
             func == BUFFER_C, ~gemm_idle,
             feeding & Mux(func == BUFFER_A,
                           _overlap(dma_new_lo, dma_new_hi, feed_a_lo, feed_a_hi),
@@ -347,6 +402,22 @@ class Sequencer(wiring.Component):
             m, func=func, **{name: _field(words, e_op, name)
                              for name in ("src", "aux", "dst", "count", "shift", "slope")})
 
+        # ---- SET_GEOMETRY (pooling) and POOL_FWD decode --------------------
+        s_op, p_op = Op.SET_GEOMETRY, Op.POOL_FWD
+        geom_index, geom_ok = pool.match(m, {f.name: _field(words, s_op, f.name)
+                                             for f in isa.LAYOUTS[s_op]})
+        # The selected geometry; the engine copies it when a POOL_FWD starts,
+        # so a SET_GEOMETRY need not wait for a running one.
+        pool_geom = Signal.like(geom_index)
+        pool_total = Signal(16)
+        pool_batch = Signal(16)
+        pool_geom_valid = Signal()
+        pool_cmd, pool_ok = pool.from_isa(
+            m, geometry=pool_geom, total=pool_total, batch=pool_batch, func=func, flags=flags,
+            **{name: _field(words, p_op, name)
+               for name in ("src", "dst", "index_addr", "c0", "channels", "n0", "images",
+                            "shift")})
+
         # ---- dispatch ------------------------------------------------------
         plain_ok = ((flags & ~F.LAST) == 0) & (func == 0)
         legal = Signal()
@@ -367,16 +438,29 @@ class Sequencer(wiring.Component):
             with m.Case(e_op):
                 m.d.comb += legal.eq(~_reserved(words, e_op) & elt_ok & ((flags & ~F.LAST) == 0)
                                      & (_field(words, e_op, "unit") == isa.Unit.ELTWISE))
+            with m.Case(s_op):
+                # Only the pooling unit's geometry: the line buffer serves
+                # IM2COL, which is not implemented yet.
+                m.d.comb += legal.eq(~_reserved(words, s_op) & geom_ok & plain_ok
+                                     & (_field(words, s_op, "unit") == isa.Unit.POOL))
+            with m.Case(p_op):
+                m.d.comb += legal.eq(~_reserved(words, p_op) & pool_ok & pool_geom_valid
+                                     & ((flags & ~(F.TRAINING | F.LAST)) == 0)
+                                     & (_field(words, p_op, "unit") == isa.Unit.POOL))
 
         start_dma = Signal()
         start_bias = Signal()
         start_gemm = Signal()
         start_elt = Signal()
+        start_pool = Signal()
         instant_done = Signal()
         m.d.comb += [self.bad_command.eq(0), self.end.eq(0)]
         with m.If(have):
             with m.If(~legal):
                 m.d.comb += [self.bad_command.eq(1), retire.eq(1)]
+                with m.If(opcode == s_op):
+                    # No stale geometry survives a refused one.
+                    m.d.sync += pool_geom_valid.eq(0)
             with m.Elif((opcode == Op.DMA_LOAD) | (opcode == Op.DMA_STORE)):
                 with m.If((flags & F.RESIDENT).any()):
                     m.d.comb += [retire.eq(1), instant_done.eq(1)]
@@ -386,15 +470,23 @@ class Sequencer(wiring.Component):
                 # A bias is fetched first, once earlier tiles no longer need the
                 # bias buffer; the GEMM itself then waits for that load.
                 with m.If(g_bias & ~bias_loaded):
-                    with m.If(~dma_active & gemm_idle & ~elt_active):
+                    with m.If(~dma_active & gemm_idle & ~mem_engine):
                         m.d.comb += start_bias.eq(1)
                         m.d.sync += bias_loaded.eq(1)
                 with m.Elif(~gemm_blocked):
                     m.d.comb += [start_gemm.eq(1), retire.eq(1)]
                     m.d.sync += bias_loaded.eq(0)
             with m.Elif(opcode == e_op):
-                with m.If(~dma_active & ~elt_active):
+                with m.If(~dma_active & ~mem_engine):
                     m.d.comb += [start_elt.eq(1), retire.eq(1)]
+            with m.Elif(opcode == p_op):
+                with m.If(~dma_active & ~mem_engine):
+                    m.d.comb += [start_pool.eq(1), retire.eq(1)]
+            with m.Elif(opcode == s_op):
+                m.d.comb += [retire.eq(1), instant_done.eq(1)]
+                m.d.sync += [pool_geom.eq(geom_index), pool_geom_valid.eq(1),
+                             pool_total.eq(_field(words, s_op, "channels")),
+                             pool_batch.eq(_field(words, s_op, "images"))]
             with m.Elif(opcode == Op.NOP):
                 m.d.comb += [retire.eq(1), instant_done.eq(1)]
             with m.Elif(opcode == Op.HOST):
@@ -423,7 +515,14 @@ class Sequencer(wiring.Component):
             m.d.sync += elt_active.eq(1)
         with m.Elif(elt.done):
             m.d.sync += elt_active.eq(0)
-        m.d.comb += self.mem_fault.eq((dma.done & dma.fault) | (elt.done & elt.fault))
+        # ---- POOL_FWD ------------------------------------------------------
+        m.d.comb += [pool.cmd.valid.eq(start_pool), pool.cmd.payload.eq(pool_cmd)]
+        with m.If(start_pool):
+            m.d.sync += pool_active.eq(1)
+        with m.Elif(pool.done):
+            m.d.sync += pool_active.eq(0)
+        m.d.comb += self.mem_fault.eq((dma.done & dma.fault) | (elt.done & elt.fault)
+                                      | (pool.done & pool.fault))
 
         # ---- GEMM feeder: A columns and B rows into the array -------------
         feed_left = Signal(24)
@@ -509,18 +608,20 @@ class Sequencer(wiring.Component):
         # ---- status and counters ------------------------------------------
         m.d.comb += [self.busy.eq((count != 0) | ~all_idle),
                      self.dma_busy.eq(dma_active), self.array_busy.eq(~gemm_idle),
-                     self.eltwise_busy.eq(elt_active)]
+                     self.eltwise_busy.eq(elt_active), self.pool_busy.eq(pool_active)]
         cnt = self.counters
         beat = ops.valid & ops.ready
         m.d.comb += [
             cnt.busy.eq(self.busy),
             cnt.macs.eq(Mux(beat, beat_macs, 0)),
             cnt.array_stall.eq(~gemm_idle & ~beat),
-            cnt.mem_stall.eq(Mux(elt_active, elt.mem_stall, dma.mem_stall)),
-            cnt.mem_read_bytes.eq(Mux(dma.r_word | elt.r_word, 4, 0)),
-            cnt.mem_write_bytes.eq(Mux(dma.w_word | elt.w_word, 4, 0)),
-            # The DMA and the ELTWISE engine never finish in the same cycle.
+            cnt.mem_stall.eq(Mux(elt_active, elt.mem_stall,
+                                 Mux(pool_active, pool.mem_stall, dma.mem_stall))),
+            cnt.mem_read_bytes.eq(Mux(dma.r_word | elt.r_word | pool.r_word, 4, 0)),
+            cnt.mem_write_bytes.eq(Mux(dma.w_word | elt.w_word | pool.w_word, 4, 0)),
+            # The DMA and the memory engines never finish in the same cycle.
             cnt.commands_done.eq(instant_done + (dma.done & dma_active & (dma_buf != BUFFER_BIAS))
-                                 + (elt.done & elt_active) + tile_done),
+                                 + (elt.done & elt_active) + (pool.done & pool_active)
+                                 + tile_done),
         ]
         return m

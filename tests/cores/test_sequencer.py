@@ -3,7 +3,8 @@
 AxiMaster, with DDR-like latency and random stalls) compared word for word
 with ``fixedpoint.gemm`` + ``requantize`` afterwards. Covers single and
 multi-tile GEMMs with K split over ACCUMULATE, ping-pong buffers, a bias
-loaded into C, illegal commands (flagged, skipped) and the HOST hand-off."""
+loaded into C, illegal commands (flagged, skipped), the HOST hand-off,
+ELTWISE, and SET_GEOMETRY + POOL_FWD against ``fixedpoint.pooling``."""
 
 import math
 
@@ -20,7 +21,11 @@ from fecaffe_hw.fixedpoint import Format, gemm, requantize, wrap
 from fecaffe_hw.fixedpoint.activation import (
     relu_backward, relu_forward, sigmoid_backward, sigmoid_forward, tanh_backward, tanh_forward,
 )
-from fecaffe_hw.runtime.isa import Buffer, EltwiseOp, Flag, HostOp, Opcode, Unit, encode
+from fecaffe_hw.cores.pool_engine import PoolGeometry
+from fecaffe_hw.fixedpoint.pooling import ave_pool, max_pool
+from fecaffe_hw.runtime.isa import (
+    Buffer, EltwiseOp, Flag, HostOp, Opcode, PoolKind, Unit, encode,
+)
 
 from support import Stalls, simulate, stream_put
 
@@ -238,7 +243,7 @@ def test_sequencer_bias_and_illegal_commands():
         encode(Opcode.GEMM, m=1, n=1, k=1, flags=Flag.BIAS, bias_addr=2),   # misaligned
         encode(Opcode.DMA_LOAD, func=Buffer.A, flags=Flag.IM2COL, rows=1, cols=2),
         encode(Opcode.DMA_LOAD, func=Buffer.B, rows=1, cols=2, offset=1),   # not a word
-        encode(Opcode.POOL_FWD),                                     # no pooling unit yet
+        encode(Opcode.POOL_FWD),                                     # no pool engine
         encode(Opcode.NOP)[:1] + [1 << 20] + [0] * 6,                # reserved bits
     ]
     for i, cmd in enumerate(illegal):
@@ -503,3 +508,173 @@ def test_sequencer_8_bit_build_has_no_eltwise():
 
     simulate(dut, feed, watch, name="sequencer_no_eltwise", deadline_cycles=200)
     assert seen == [1]
+
+
+# ---- SET_GEOMETRY + POOL_FWD ------------------------------------------------
+
+#: LeNet's pooling (2x2, stride 2) on pool2's 8x8 maps, and an odd geometry:
+#: 7x5 planes (odd plane sizes put channels on half words), 3x3 stride 2
+#: pad 1 (Caffe's padded ceil-mode sizes: AVE divides by 4, 6 and 9).
+LENET = PoolGeometry(height=8, width=8, kernel=2, stride=2)
+ODD = PoolGeometry(height=7, width=5, kernel=3, stride=2, pad=1)
+MAX_ONLY = PoolGeometry(height=4, width=4, kernel=2, stride=2, kinds=(PoolKind.MAX,))
+NINE = PoolGeometry(height=5, width=5, kernel=2, stride=2, kinds=(PoolKind.MAX,))   # 3x3 out
+GEOMETRIES = (LENET, ODD, MAX_ONLY, NINE)
+
+
+def set_geometry(g, *, channels, images, **override):
+    fields = dict(unit=Unit.POOL, channels=channels, images=images, group=1,
+                  height=g.height, width=g.width, kernel_h=g.kernel[0], kernel_w=g.kernel[1],
+                  stride_h=g.stride[0], stride_w=g.stride[1], pad_h=g.pad[0], pad_w=g.pad[1],
+                  out_h=g.out_size[0], out_w=g.out_size[1])
+    fields.update(override)
+    return encode(Opcode.SET_GEOMETRY, **fields)
+
+
+def expected_pool(x, g, kind, shift):
+    """``(values, index)`` of every image and channel of ``x`` (N, C, H, W)
+    from the model, requantised by ``shift`` as the engine does."""
+    fmt = Format(DW, max(-shift, 0))
+    values, index = [], []
+    for image in x:
+        if kind == PoolKind.MAX:
+            v, i = max_pool(image, g.kernel, g.stride, g.pad)
+        else:
+            v, i = ave_pool(image, g.kernel, g.stride, g.pad, bits=DW), None
+        values.append(requantize(v, max(shift, 0), fmt))
+        index.append(i)
+    return np.array(values), index
+
+
+def place(image, addr, values, dtype):
+    """Write ``values`` as ``dtype`` elements at byte ``addr`` of a word image."""
+    raw = image.view(np.uint8)
+    data = np.asarray(values).astype(dtype).ravel().view(np.uint8)
+    raw[addr:addr + len(data)] = data
+
+
+@pytest.mark.parametrize("g,kind,tile,shift,training", [
+    # (total C, N, c0, channels, n0, images)
+    (LENET, PoolKind.MAX, (6, 2, 2, 3, 0, 2), 0, True),
+    (LENET, PoolKind.AVE, (4, 2, 0, 4, 1, 1), 1, False),
+    (ODD, PoolKind.MAX, (3, 2, 1, 2, 0, 2), -1, True),
+    (ODD, PoolKind.AVE, (3, 2, 0, 3, 0, 2), 2, False),
+], ids=["lenet-max", "lenet-ave", "odd-max", "odd-ave"])
+def test_sequencer_pool_forward(g, kind, tile, shift, training):
+    """SET_GEOMETRY then POOL_FWD of a channel/image tile of an NCHW map in
+    tensor memory; memory afterwards equals the model's pooled tile (and the
+    MAX indices, one byte each, when training) and nothing else changed."""
+    total, batch, c0, channels, n0, images = tile
+    rng = np.random.default_rng(hash((g.height, int(kind), shift)) % 2**32)
+    x = rng.integers(-2**15, 2**15, (batch, total, g.height, g.width), dtype=np.int64)
+    oh, ow = g.out_size
+    src, dst, idx = 0x100, 0x1000, 0x2000
+    image = image_for(rng, [(src, x)])
+    words = set_geometry(g, channels=total, images=batch)
+    words += encode(Opcode.POOL_FWD, func=kind, src=src, dst=dst,
+                    index_addr=idx if kind == PoolKind.MAX else 0, c0=c0, channels=channels,
+                    n0=n0, images=images, shift=shift, flags=Flag.TRAINING if training else 0)
+    words += encode(Opcode.SYNC) + encode(Opcode.END)
+    bench = Bench(image, latency=12, stall_rate=0.3, pool_geometries=GEOMETRIES, pool_chunk=8)
+    result = bench.run(words, name=f"sequencer_pool_{kind.name}_{g.height}x{g.width}", rng=rng)
+
+    values, index = expected_pool(x, g, kind, shift)
+    want = image.copy()
+    for n in range(n0, n0 + images):
+        for c in range(c0, c0 + channels):
+            plane = (n * total + c) * oh * ow
+            place(want, dst + 2 * plane, values[n, c], np.int16)
+            if kind == PoolKind.MAX and training:
+                place(want, idx + plane, index[n][c], np.uint8)
+    got_values = result.view(np.uint8)[dst:dst + 2 * batch * total * oh * ow].view(np.int16)
+    np.testing.assert_array_equal(
+        got_values.reshape(batch, total, oh, ow)[n0:n0 + images, c0:c0 + channels],
+        values[n0:n0 + images, c0:c0 + channels])
+    assert (result == want).all(), "memory outside the pooled tile changed"
+    assert bench.bad_commands == 0
+    assert bench.totals["commands_done"] == len(words) // 8
+    outs = images * channels * oh * ow
+    assert bench.totals["mem_write_bytes"] == 2 * outs + (outs if kind == PoolKind.MAX
+                                                          and training else 0)
+    print(f"POOL_FWD {kind.name} {g.height}x{g.width} x{images * channels}: "
+          f"{bench.cycles} cycles for {images * channels * g.plane} pixels")
+
+
+def test_sequencer_pool_illegal_geometry():
+    """Unsupported geometries and POOL_FWDs the engine cannot run are flagged
+    and skipped, leave no stale geometry behind, and a good pair after them
+    still runs."""
+    rng = np.random.default_rng(21)
+    g, total, batch = ODD, 2, 1
+    x = rng.integers(-2**15, 2**15, (batch, total, g.height, g.width), dtype=np.int64)
+    src, dst, dst2, idx = 0x100, 0x1000, 0x1800, 0x2000
+    image = image_for(rng, [(src, x)])
+
+    def pool(**fields):
+        return encode(Opcode.POOL_FWD, **dict(dict(func=PoolKind.AVE, src=src, dst=dst, c0=0,
+                                                   channels=total, n0=0, images=1), **fields))
+    program = [
+        (pool(), True),                                                  # no geometry yet
+        (set_geometry(g, channels=total, images=batch, pad_h=0), True),  # not built
+        (pool(), True),                                  # the refused one left none behind
+        (set_geometry(g, channels=total, images=batch, out_w=4), True),  # inconsistent sizes
+        (set_geometry(g, channels=total, images=batch, unit=Unit.LINE_BUFFER), True),
+        (set_geometry(g, channels=0, images=batch), True),
+        (set_geometry(MAX_ONLY, channels=1, images=1), False),
+        (pool(func=PoolKind.AVE, channels=1), True),     # a kind the geometry lacks
+        (pool(func=PoolKind.MAX, channels=1), False),    # runs: x's first 16 elements
+        (set_geometry(NINE, channels=2, images=1), False),
+        (pool(func=PoolKind.MAX, channels=1), True),     # 9 outputs: ends on a half word
+        (pool(func=PoolKind.MAX, flags=Flag.TRAINING,    # 18 index bytes: not whole words
+              index_addr=idx), True),
+        (pool(func=PoolKind.MAX, index_addr=idx, dst=dst2), False),   # inference: no indices
+        (set_geometry(g, channels=total, images=batch), False),
+        (pool(c0=1), True),                              # channels past the map's
+        (pool(images=2), True),                          # images past the batch
+        (pool(src=src + 2), True),                       # not word aligned
+        (pool(shift=16), True),                          # shift out of range
+        (pool(flags=Flag.BIAS), True),                   # a flag POOL_FWD lacks
+        (pool(), False),
+    ]
+    words = [w for cmd, _ in program for w in cmd] + encode(Opcode.END)
+    bench = Bench(image, latency=6, stall_rate=0.2, pool_geometries=GEOMETRIES, pool_chunk=8)
+    result = bench.run(words, name="sequencer_pool_illegal", rng=rng)
+
+    values, _ = expected_pool(x, g, PoolKind.AVE, 0)
+    want = image.copy()
+    # The MAX-only 4x4 POOL_FWD ran on x's first 16 elements: channel 0 of a
+    # (1, 1, 4, 4) view.
+    small = x.ravel()[:16].reshape(1, 1, 4, 4)
+    small_values, _ = expected_pool(small, MAX_ONLY, PoolKind.MAX, 0)
+    place(want, dst, small_values, np.int16)
+    place(want, dst, values, np.int16)
+    nine_values, _ = expected_pool(x.ravel()[:50].reshape(1, 2, 5, 5), NINE, PoolKind.MAX, 0)
+    place(want, dst2, nine_values, np.int16)
+    assert bench.bad_commands == sum(bad for _, bad in program)
+    assert (result == want).all()
+
+
+def test_sequencer_rejects_bad_pool_parameters():
+    with pytest.raises(ValueError, match="Pad 2"):
+        PoolGeometry(height=6, width=6, kernel=2, pad=2)
+    with pytest.raises(ValueError, match="256"):
+        PoolGeometry(height=20, width=20, kernel=17)
+    with pytest.raises(ValueError, match="kinds"):
+        PoolGeometry(height=6, width=6, kernel=2, kinds=("min",))
+    with pytest.raises(ValueError, match="PoolGeometry"):
+        Sequencer(rows=4, cols=4, pool_geometries=((6, 6, 2),))
+    # Layers of one size share a line buffer, whatever their kinds.
+    max_2x2, ave_2x2 = (PoolGeometry(height=8, width=8, kernel=2, stride=2, kinds=(kind,))
+                        for kind in (PoolKind.MAX, PoolKind.AVE))
+    assert Sequencer(rows=2, cols=2,
+                     pool_geometries=(max_2x2, NINE, ave_2x2, LENET)).pool.geometries == (
+        LENET, NINE)
+    with pytest.raises(ValueError, match="chunk length"):
+        Sequencer(rows=4, cols=4, pool_geometries=(LENET,), pool_chunk=0)
+    # Pooling is int16, like ELTWISE: an 8-bit build has no pool engine.
+    assert Sequencer(rows=2, cols=2, data_width=8, pool_geometries=(LENET,)).pool is None
+    assert Sequencer(rows=2, cols=2, pool_geometries=(LENET,)).pool.geometries == (LENET,)
+    # The plan's layer record gives the layer's geometry and kind.
+    rec = {"pool": "AVE", "in_hw": [7, 5], "kernel": [3, 3], "stride": [2, 2], "pad": [1, 1]}
+    assert PoolGeometry.from_layer(rec) == PoolGeometry(
+        height=7, width=5, kernel=3, stride=2, pad=1, kinds=(PoolKind.AVE,))

@@ -1,0 +1,439 @@
+"""Pool engine: runs the ``POOL_FWD`` command memory to memory.
+
+Feature maps are NCHW ``int16`` in tensor memory (the compiler's layout), so
+one ``(n, c)`` plane is ``H * W`` contiguous elements in raster order: fed
+plane after plane to a one-channel :class:`~fecaffe_hw.cores.line_buffer.LineBuffer`,
+that is exactly its ``(y, x, c)`` order with ``c`` trivial, and the pooled
+values come out in the NCHW order of the top. The channel tile ``c0 ..
+c0 + channels`` of one image is one contiguous run in memory (input and
+output), so a command is ``images`` runs.
+
+Window geometry is fixed when a line buffer is elaborated, while
+``SET_GEOMETRY`` arrives at run time: the engine holds one line buffer (and
+a MAX and/or AVE :class:`~fecaffe_hw.cores.pooling.Pooling` core) per
+:class:`PoolGeometry` it is built for, and the command selects one.
+"""
+
+import dataclasses
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from fecaffe_hw.fixedpoint.windows import window_geometry
+from fecaffe_hw.runtime import isa
+
+from .eltwise import saturate
+from .line_buffer import LineBuffer
+from .memory_port import MAX_BURST_WORDS, MemoryPort
+from .pooling import Pooling, PoolKind
+
+__all__ = ["PoolGeometry", "PoolEngine", "PoolCommand", "ELEMENT_WIDTH", "MAX_SHIFT"]
+
+ELEMENT_WIDTH = 16
+#: ``|shift|`` limit of the requantisation after pooling.
+MAX_SHIFT = 15
+_KINDS = {isa.PoolKind.MAX: PoolKind.MAX, isa.PoolKind.AVE: PoolKind.AVE}
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolGeometry:
+    """One pooling geometry a build supports (Caffe's ceil-mode output size):
+    ``height x width`` input planes, ``kernel``/``stride``/``pad`` ints or
+    ``(h, w)`` pairs, ``kinds`` the :class:`runtime.isa.PoolKind` s to build.
+    The kernel area must be at most 256 (MAX indices are stored as bytes)."""
+
+    height: int
+    width: int
+    kernel: object
+    stride: object = 1
+    pad: object = 0
+    kinds: tuple = (isa.PoolKind.MAX, isa.PoolKind.AVE)
+
+    def __post_init__(self):
+        kernel, stride, pad, out = window_geometry(
+            width=self.width, height=self.height, channels=1, kernel=self.kernel,
+            stride=self.stride, pad=self.pad, ceil_mode=True)
+        object.__setattr__(self, "kernel", kernel)
+        object.__setattr__(self, "stride", stride)
+        object.__setattr__(self, "pad", pad)
+        if kernel[0] * kernel[1] > 256:
+            raise ValueError(f"Pooling kernel {kernel[0]}x{kernel[1]} has more than 256 "
+                             f"positions: its MAX index does not fit a byte")
+        try:
+            kinds = tuple(dict.fromkeys(isa.PoolKind(k) for k in self.kinds))
+        except (ValueError, TypeError):
+            raise ValueError(f"Pooling kinds must be runtime.isa.PoolKind values, "
+                             f"not {self.kinds!r}") from None
+        if not kinds:
+            raise ValueError("A pooling geometry needs at least one kind")
+        object.__setattr__(self, "kinds", kinds)
+        object.__setattr__(self, "_out", out)
+
+    out_size = property(lambda self: self._out)
+    plane = property(lambda self: self.height * self.width)
+    out_plane = property(lambda self: self._out[0] * self._out[1])
+
+    @classmethod
+    def from_layer(cls, rec):
+        """The geometry of a plan layer record (``type`` Pooling)."""
+        kind = isa.PoolKind.MAX if rec["pool"] == "MAX" else isa.PoolKind.AVE
+        return cls(height=rec["in_hw"][0], width=rec["in_hw"][1], kernel=tuple(rec["kernel"]),
+                   stride=tuple(rec["stride"]), pad=tuple(rec["pad"]), kinds=(kind,))
+
+
+def PoolCommand(geometries):
+    """Payload of ``PoolEngine.cmd``: the geometry index and the command's
+    fields; ``total`` is the blob's channel count (SET_GEOMETRY ``channels``)."""
+    return data.StructLayout({
+        "geometry": range(max(1, len(geometries))),
+        "kind": 1,
+        "src": 32, "dst": 32, "index_addr": 32,
+        "write_index": 1,
+        "c0": 16, "channels": 16, "n0": 16, "images": 16, "total": 16,
+        "shift": signed(8),
+    })
+
+
+class PoolEngine(wiring.Component):
+    """``POOL_FWD`` from tensor memory to tensor memory (see the module docstring).
+
+    For each image ``n`` of ``n0 .. n0 + images``, reads channels ``c0 ..
+    c0 + channels`` (``H * W`` elements each) at ``src + 2 * ((n * total + c)
+    * H * W)``, pools them (bit-exact with ``fixedpoint.pooling.max_pool`` /
+    ``ave_pool``), requantises by ``shift`` (right: round half to even; left:
+    saturating) and writes them NCHW at ``dst``; with ``write_index`` the MAX
+    argmax (``ky * kw + kx``) as one byte per output at ``index_addr``.
+
+    Ports: ``cmd`` (In stream of :func:`PoolCommand`, taken while idle),
+    ``done`` (pulse per command, ``fault`` with it if a burst faulted),
+    ``busy``, ``mem`` (``Out(MemoryPort())``), ``r_word``/``w_word``/``mem_stall``.
+
+    The memory port has no byte enables: outputs must start and end on whole
+    words (:meth:`from_isa` checks). Reads are issued only with room to take
+    them and writes only with their data buffered, so the port never waits on
+    the engine. Throughput: one input pixel per cycle (the line buffer's
+    rate; the port delivers two per cycle); latency memory latency plus the
+    line buffer's fill, plus 4 cycles.
+
+    Parameters: ``geometries`` (a non-empty tuple of :class:`PoolGeometry`;
+    those of one size are merged, their kinds joined),
+    ``chunk_words`` (burst length 1..256).
+    """
+
+    def __init__(self, *, geometries, chunk_words=16):
+        geometries = tuple(geometries)
+        if not geometries or not all(isinstance(g, PoolGeometry) for g in geometries):
+            raise ValueError(f"Pool engine geometries must be a non-empty tuple of "
+                             f"PoolGeometry, not {geometries!r}")
+        # One line buffer per size: layers of one size (a plan's MAX and AVE
+        # layers alike) share it, with the union of their kinds.
+        merged = {}
+        for g in geometries:
+            key = (g.height, g.width, g.kernel, g.stride, g.pad)
+            merged[key] = merged.get(key, ()) + g.kinds
+        geometries = tuple(PoolGeometry(*key[:2], *key[2:], kinds=kinds)
+                           for key, kinds in merged.items())
+        if (isinstance(chunk_words, bool) or not isinstance(chunk_words, int)
+                or not 1 <= chunk_words <= MAX_BURST_WORDS):
+            raise ValueError(f"Pool engine chunk length must be an integer in "
+                             f"[1, {MAX_BURST_WORDS}], not {chunk_words!r}")
+        self._geometries, self._chunk = geometries, chunk_words
+        super().__init__({
+            "cmd": In(stream.Signature(PoolCommand(geometries))),
+            "done": Out(1),
+            "fault": Out(1),
+            "busy": Out(1),
+            "mem": Out(MemoryPort()),
+            "r_word": Out(1),
+            "w_word": Out(1),
+            "mem_stall": Out(1),
+        })
+
+    geometries = property(lambda self: self._geometries)
+    chunk_words = property(lambda self: self._chunk)
+
+    def match(self, m, fields):
+        """Decode ``SET_GEOMETRY`` fields (expressions): ``(index, supported)``,
+        ``supported`` if a built geometry has exactly these sizes, at least
+        one channel and image, and ``group`` 0 or 1."""
+        index = Signal(range(max(1, len(self._geometries))), name="pool_geometry_index")
+        hits = []
+        for i, g in enumerate(self._geometries):
+            hit = Const(1)
+            for name, value in (("height", g.height), ("width", g.width),
+                                ("kernel_h", g.kernel[0]), ("kernel_w", g.kernel[1]),
+                                ("stride_h", g.stride[0]), ("stride_w", g.stride[1]),
+                                ("pad_h", g.pad[0]), ("pad_w", g.pad[1]),
+                                ("out_h", g.out_size[0]), ("out_w", g.out_size[1])):
+                hit &= fields[name] == value
+            hits.append(hit)
+            with m.If(hit):
+                m.d.comb += index.eq(i)
+        supported = (Cat(hits).any() & (fields["channels"] != 0) & (fields["images"] != 0)
+                     & (fields["group"] <= 1))
+        return index, supported
+
+    def from_isa(self, m, *, geometry, total, batch, func, flags, src, dst, index_addr,
+                 c0, channels, n0, images, shift):
+        """Decode an ISA ``POOL_FWD`` command (expressions; ``geometry``,
+        ``total``, ``batch`` from the last SET_GEOMETRY) into a
+        :func:`PoolCommand` signal; returns ``(command, legal)``.
+
+        Illegal: a kind the selected geometry was not built for; no channel
+        or image, or tiles past ``total`` channels / ``batch`` images; an
+        address not word aligned; ``|shift| > 15``; outputs (and, written,
+        indices: ``TRAINING``, MAX and a non-zero ``index_addr``) not
+        starting and ending on 32-bit words in each image.
+        """
+        cmd = Signal(PoolCommand(self._geometries), name="pool_cmd")
+        write_index = (flags & isa.Flag.TRAINING).any() & (func == isa.PoolKind.MAX) \
+            & (index_addr != 0)
+        m.d.comb += [
+            cmd.geometry.eq(geometry), cmd.kind.eq(func[0]), cmd.src.eq(src), cmd.dst.eq(dst),
+            cmd.index_addr.eq(index_addr), cmd.write_index.eq(write_index),
+            cmd.c0.eq(c0), cmd.channels.eq(channels), cmd.n0.eq(n0), cmd.images.eq(images),
+            cmd.total.eq(total), cmd.shift.eq(shift),
+        ]
+        kind_ok = Signal(name="pool_kind_ok")
+        out_plane = Signal(16, name="pool_out_plane")
+        with m.Switch(geometry):
+            for i, g in enumerate(self._geometries):
+                with m.Case(i):
+                    m.d.comb += [kind_ok.eq(Cat(func == k for k in g.kinds).any()),
+                                 out_plane.eq(g.out_plane)]
+
+        # Alignment depends only on the low two bits of each product.
+        def low2(value):
+            return value[:2]
+        q = low2(out_plane)
+        first = low2((low2(n0) * low2(total) + low2(c0)) * q)   # (n0 * total + c0) * OHW
+        run = low2(low2(channels) * q)                           # channels * OHW
+        step = low2(low2(total) * q)                             # between images
+        one_image = images == 1
+        out_ok = ~first[0] & ~run[0] & (one_image | ~step[0])
+        idx_ok = (first == 0) & (run == 0) & (one_image | (step == 0))
+        legal = (kind_ok & (func <= 1) & (channels != 0) & (images != 0)
+                 & (c0 + channels <= total) & (n0 + images <= batch)
+                 & (src[:2] == 0) & (dst[:2] == 0) & (index_addr[:2] == 0)
+                 & (shift >= -MAX_SHIFT) & (shift <= MAX_SHIFT)
+                 & out_ok & (~write_index | idx_ok))
+        return cmd, legal
+
+    def elaborate(self, platform):
+        m = Module()
+        ew, ch = ELEMENT_WIDTH, self._chunk
+        depth = 2 * ch
+        mem = self.mem
+        geoms = self._geometries
+
+        cur = Signal(PoolCommand(geoms))
+        busy = Signal()
+        m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
+
+        # ---- per-command sizes (elements), set up the cycle after the command
+        plane = Signal(16)
+        out_plane = Signal(16)
+        with m.Switch(cur.geometry):
+            for i, g in enumerate(geoms):
+                with m.Case(i):
+                    m.d.comb += [plane.eq(g.plane), out_plane.eq(g.out_plane)]
+        setup = Signal()
+        first_plane = Signal(32)           # n0 * total + c0
+        in_step, out_step = Signal(32), Signal(32)     # total * plane: between images
+        in_run, out_run = Signal(32), Signal(32)       # channels * plane: one image
+        with m.If(setup):
+            m.d.sync += [in_step.eq(cur.total * plane), out_step.eq(cur.total * out_plane),
+                         in_run.eq(cur.channels * plane), out_run.eq(cur.channels * out_plane)]
+
+        # ---- read side: per image, the words holding its run of elements --
+        in_fifo = m.submodules.in_fifo = SyncFIFO(width=32, depth=depth)
+        rd_elem = Signal(32)             # element index of this run's first element
+        rd_runs = Signal(16)
+        rd_left = Signal(32)             # words of this run not yet requested
+        rd_addr = Signal(32)
+        rd_start = Signal()              # compute this run's address next cycle
+        rd_chunk = Signal(range(ch + 1))
+        m.d.comb += rd_chunk.eq(Mux(rd_left > ch, ch, rd_left))
+        reserved = Signal(range(depth + 1))
+        reserve, release = Signal(), Signal()
+        m.d.sync += reserved.eq(reserved + Mux(reserve, rd_chunk, 0) - release)
+        with m.If(rd_start):
+            m.d.sync += [rd_start.eq(0), rd_addr.eq(cur.src + (rd_elem[1:] << 2)),
+                         rd_left.eq((rd_elem[0] + in_run + 1) >> 1)]
+        want_read = busy & ~setup & ~rd_start & (rd_left != 0) & (reserved + rd_chunk <= depth)
+
+        # ---- write side: outputs and indices, per image one run each -------
+        out_fifo = m.submodules.out_fifo = SyncFIFO(width=32, depth=depth)
+        idx_fifo = m.submodules.idx_fifo = SyncFIFO(width=32, depth=depth)
+        wr_elem = Signal(32)             # output element index of this image's run
+        wo_runs, wi_runs = Signal(16), Signal(16)
+        wo_left, wi_left = Signal(32), Signal(32)     # words not yet requested
+        wo_addr, wi_addr = Signal(32), Signal(32)
+        wo_start, wi_start = Signal(), Signal()
+        wo_elem, wi_elem = Signal(32), Signal(32)
+        with m.If(wo_start):
+            m.d.sync += [wo_start.eq(0), wo_addr.eq(cur.dst + (wo_elem[1:] << 2)),
+                         wo_left.eq(out_run >> 1)]
+        with m.If(wi_start):
+            m.d.sync += [wi_start.eq(0), wi_addr.eq(cur.index_addr + wi_elem),
+                         wi_left.eq(out_run >> 2)]
+        wo_chunk = Mux(wo_left > ch, ch, wo_left)
+        wi_chunk = Mux(wi_left > ch, ch, wi_left)
+        # One write burst's data in flight at a time, from one FIFO.
+        w_left = Signal(range(ch + 1))
+        w_index = Signal()
+        idle_w = busy & ~setup & (w_left == 0)
+        want_out = idle_w & ~wo_start & (wo_left != 0) & (out_fifo.level >= wo_chunk)
+        want_idx = idle_w & ~wi_start & (wi_left != 0) & (idx_fifo.level >= wi_chunk)
+
+        # ---- command channel: reads first, then output, then index writes --
+        issued, answered = Signal(32), Signal(32)
+        fault = Signal()
+        with m.If(want_read):
+            m.d.comb += [mem.cmd.valid.eq(1), mem.cmd.payload.addr.eq(rd_addr),
+                         mem.cmd.payload.words.eq(rd_chunk)]
+        with m.Elif(want_out):
+            m.d.comb += [mem.cmd.valid.eq(1), mem.cmd.payload.addr.eq(wo_addr),
+                         mem.cmd.payload.words.eq(wo_chunk), mem.cmd.payload.write.eq(1)]
+        with m.Elif(want_idx):
+            m.d.comb += [mem.cmd.valid.eq(1), mem.cmd.payload.addr.eq(wi_addr),
+                         mem.cmd.payload.words.eq(wi_chunk), mem.cmd.payload.write.eq(1)]
+        taken = mem.cmd.valid & mem.cmd.ready
+        with m.If(taken):
+            m.d.sync += issued.eq(issued + 1)
+            with m.If(want_read):
+                m.d.comb += reserve.eq(1)
+                m.d.sync += [rd_left.eq(rd_left - rd_chunk), rd_addr.eq(rd_addr + (rd_chunk << 2))]
+                with m.If((rd_left == rd_chunk) & (rd_runs != 1)):
+                    m.d.sync += [rd_runs.eq(rd_runs - 1), rd_elem.eq(rd_elem + in_step),
+                                 rd_start.eq(1)]
+            with m.Elif(want_out):
+                m.d.sync += [w_left.eq(wo_chunk), w_index.eq(0),
+                             wo_left.eq(wo_left - wo_chunk), wo_addr.eq(wo_addr + (wo_chunk << 2))]
+                with m.If((wo_left == wo_chunk) & (wo_runs != 1)):
+                    m.d.sync += [wo_runs.eq(wo_runs - 1), wo_elem.eq(wo_elem + out_step),
+                                 wo_start.eq(1)]
+            with m.Else():
+                m.d.sync += [w_left.eq(wi_chunk), w_index.eq(1),
+                             wi_left.eq(wi_left - wi_chunk), wi_addr.eq(wi_addr + (wi_chunk << 2))]
+                with m.If((wi_left == wi_chunk) & (wi_runs != 1)):
+                    m.d.sync += [wi_runs.eq(wi_runs - 1), wi_elem.eq(wi_elem + out_step),
+                                 wi_start.eq(1)]
+        m.d.comb += [mem.w.valid.eq((w_left != 0) & Mux(w_index, idx_fifo.r_rdy, out_fifo.r_rdy)),
+                     mem.w.payload.eq(Mux(w_index, idx_fifo.r_data, out_fifo.r_data))]
+        w_word = mem.w.valid & mem.w.ready
+        m.d.comb += [out_fifo.r_en.eq(w_word & ~w_index), idx_fifo.r_en.eq(w_word & w_index)]
+        with m.If(w_word):
+            m.d.sync += w_left.eq(w_left - 1)
+
+        m.d.comb += mem.resp.ready.eq(1)
+        with m.If(mem.resp.valid):
+            m.d.sync += answered.eq(answered + 1)
+            with m.If(mem.resp.payload.fault):
+                m.d.sync += fault.eq(1)
+
+        # Reads are requested only with room reserved: r is always taken.
+        m.d.comb += [mem.r.ready.eq(busy), in_fifo.w_data.eq(mem.r.payload),
+                     in_fifo.w_en.eq(mem.r.valid & busy)]
+
+        # ---- unpack: one element per beat, skipping a leading half word ----
+        up_lane = Signal()
+        up_left = Signal(32)             # elements of this run still to send
+        up_elem = Signal(32)
+        up_runs = Signal(16)
+        up_start = Signal()
+        with m.If(up_start):
+            m.d.sync += [up_start.eq(0), up_lane.eq(up_elem[0]), up_left.eq(in_run)]
+        pixel = stream.Signature(signed(ew)).create()
+        m.d.comb += [pixel.valid.eq(busy & ~up_start & ~setup & (up_left != 0) & in_fifo.r_rdy),
+                     pixel.payload.eq(in_fifo.r_data.word_select(up_lane, ew))]
+        sent = pixel.valid & pixel.ready
+        pop = sent & (up_lane | (up_left == 1))
+        m.d.comb += [in_fifo.r_en.eq(pop), release.eq(pop)]
+        with m.If(sent):
+            m.d.sync += [up_lane.eq(~up_lane), up_left.eq(up_left - 1)]
+            with m.If((up_left == 1) & (up_runs != 1)):
+                m.d.sync += [up_runs.eq(up_runs - 1), up_elem.eq(up_elem + in_step),
+                             up_start.eq(1)]
+
+        # ---- a line buffer per geometry, a pooling core per kind -----------
+        pooled = stream.Signature(data.StructLayout({"value": signed(ew), "index": 8})).create()
+        for i, g in enumerate(geoms):
+            params = dict(width=g.width, height=g.height, channels=1, kernel=g.kernel,
+                          stride=g.stride, pad=g.pad)
+            lb = m.submodules[f"line_buffer_{i}"] = LineBuffer(
+                **params, data_shape=signed(ew), ceil_mode=True)
+            sel = cur.geometry == i
+            m.d.comb += lb.pixels.payload.eq(pixel.payload)
+            with m.If(sel):
+                m.d.comb += [lb.pixels.valid.eq(pixel.valid), pixel.ready.eq(lb.pixels.ready)]
+            for kind in g.kinds:
+                core = m.submodules[f"pool_{i}_{kind.name.lower()}"] = Pooling(
+                    kind=_KINDS[kind], **params, data_shape=signed(ew))
+                use = sel & (cur.kind == int(kind))
+                m.d.comb += core.windows.payload.eq(lb.windows.payload)
+                with m.If(use):
+                    m.d.comb += [core.windows.valid.eq(lb.windows.valid),
+                                 lb.windows.ready.eq(core.windows.ready),
+                                 pooled.valid.eq(core.pooled.valid),
+                                 core.pooled.ready.eq(pooled.ready),
+                                 pooled.payload.value.eq(core.pooled.payload.value)]
+                    if kind == isa.PoolKind.MAX:
+                        m.d.comb += pooled.payload.index.eq(core.pooled.payload.index)
+
+        # ---- requantise, pack two values (four indices) per word -----------
+        shift = cur.shift
+        wide = Signal(signed(ew + MAX_SHIFT + 2))
+        m.d.comb += wide.eq(pooled.payload.value)
+        right = shift[:4]                     # valid when shift >= 0
+        half = (Const(1, MAX_SHIFT + 2) << right)[1:]
+        rounded = Signal(signed(ew + MAX_SHIFT + 2))
+        m.d.comb += rounded.eq(Mux(shift < 0, wide << (-shift)[:4],
+                                   (wide + Mux(right == 0, 0, half - 1 + wide.bit_select(right, 1)))
+                                   >> right))
+        value = saturate(rounded, ew)
+        lo_half = Signal(ew)
+        idx_bytes = Signal(24)
+        o_lane = Signal()
+        i_lane = Signal(2)
+        m.d.comb += [pooled.ready.eq(out_fifo.w_rdy & (~cur.write_index | idx_fifo.w_rdy)),
+                     out_fifo.w_data.eq(Cat(lo_half, value)),
+                     idx_fifo.w_data.eq(Cat(idx_bytes, pooled.payload.index))]
+        got = pooled.valid & pooled.ready
+        m.d.comb += [out_fifo.w_en.eq(got & o_lane),
+                     idx_fifo.w_en.eq(got & cur.write_index & (i_lane == 3))]
+        with m.If(got):
+            m.d.sync += [o_lane.eq(~o_lane), lo_half.eq(value), i_lane.eq(i_lane + 1),
+                         idx_bytes.eq(Cat(idx_bytes[8:], pooled.payload.index))]
+
+        # ---- command life cycle -------------------------------------------
+        m.d.sync += setup.eq(0)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            c = self.cmd.payload
+            m.d.sync += [cur.eq(c), busy.eq(1), setup.eq(1),
+                         rd_runs.eq(c.images), up_runs.eq(c.images),
+                         wo_runs.eq(c.images), wi_runs.eq(Mux(c.write_index, c.images, 1)),
+                         rd_left.eq(0), wo_left.eq(0), wi_left.eq(0),
+                         issued.eq(0), answered.eq(0), fault.eq(0),
+                         o_lane.eq(0), i_lane.eq(0)]
+        with m.If(setup):
+            base = Signal(32)
+            m.d.comb += base.eq(cur.n0 * cur.total + cur.c0)
+            m.d.sync += [rd_elem.eq(base * plane), up_elem.eq(base * plane),
+                         wo_elem.eq(base * out_plane), wi_elem.eq(base * out_plane),
+                         rd_start.eq(1), up_start.eq(1), wo_start.eq(1),
+                         wi_start.eq(cur.write_index)]
+        finished = (busy & ~setup & ~rd_start & ~wo_start & ~wi_start
+                    & (rd_left == 0) & (rd_runs == 1) & (wo_left == 0) & (wo_runs == 1)
+                    & (wi_left == 0) & (wi_runs == 1) & (w_left == 0)
+                    & ~up_start & (up_left == 0) & (up_runs == 1) & (answered == issued))
+        m.d.comb += [self.done.eq(finished), self.fault.eq(finished & fault)]
+        with m.If(finished):
+            m.d.sync += busy.eq(0)
+
+        r_word = mem.r.valid & mem.r.ready
+        m.d.comb += [self.r_word.eq(r_word), self.w_word.eq(w_word),
+                     self.mem_stall.eq(busy & ~r_word & ~w_word)]
+        return m

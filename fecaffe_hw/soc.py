@@ -11,6 +11,14 @@
                                AxiMaster --> AXI4 ``mem`` port (DDR3L via MIG)
                                              or an on-chip AxiRam
 
+With ``link="pcie"`` (a Xilinx XDMA bridge, ``docs/pcie.md``) the UART link
+is replaced by the bridge's AXI4-Lite and AXI-Stream channels::
+
+    axil (BAR0) -> AxilCsr --csr--> CsrBank   (CMD_PUSH writes -> command FIFO)
+    h2c / c2h  <-> AxisDma --mem--> MemoryArbiter (DMA_ADDR / DMA_LEN / DMA_CONTROL)
+
+Everything behind the CSR bus, the command FIFO and the arbiter is the same.
+
 The register map, the frame format and the command set come from
 ``fecaffe_hw.runtime`` (the same modules the host imports), and the
 identity registers carry the plan's array shape, capabilities and hash, so
@@ -21,17 +29,19 @@ from amaranth.hdl import Module, ResetInserter, Signal
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
-from .cores.axi import AxiSignature
+from .cores.axi import AxiLiteSignature, AxiSignature, AxiStreamSignature
 from .cores.axi_master import AxiMaster
 from .cores.axi_ram import AxiRam
+from .cores.axil_csr import AxilCsr
+from .cores.axis_dma import AxisDma
 from .cores.csr_bank import CsrBank
 from .cores.host_link import UartHostLink
 from .cores.memory_arbiter import MemoryArbiter
-from .cores.sequencer import Sequencer
+from .cores.sequencer import PoolGeometry, Sequencer
 from .errors import PlanError
-from .runtime.regmap import REGISTERS
+from .runtime.regmap import PCIE_REGISTERS, REGISTERS, register
 
-__all__ = ["Soc", "COMMAND_FIFO_DEPTH", "ON_CHIP_MEMORY_LIMIT"]
+__all__ = ["Soc", "COMMAND_FIFO_DEPTH", "ON_CHIP_MEMORY_LIMIT", "PCIE_CSR_ADDR_WIDTH"]
 
 #: Command words the FIFO between the host link and the sequencer holds: a
 #: full RUN frame (255 words) fits, so the host never waits on one frame.
@@ -40,6 +50,9 @@ COMMAND_FIFO_DEPTH = 512
 #: Largest tensor memory built from block RAM when a board has no DRAM
 #: controller (the plan has already checked it against the board's BRAM).
 ON_CHIP_MEMORY_LIMIT = 4 << 20
+
+#: Byte address bits of the PCIe link's AXI4-Lite port (a 64 KiB BAR0).
+PCIE_CSR_ADDR_WIDTH = 16
 
 
 def _buffer_words(plan, name, lanes):
@@ -51,7 +64,12 @@ def _buffer_words(plan, name, lanes):
 class Soc(wiring.Component):
     """The accelerator for ``plan``, with its host link and tensor memory port.
 
-    Ports: ``rx`` In(1), ``tx`` Out(1): the UART pins (idle high).
+    Ports with ``link="uart"``: ``rx`` In(1), ``tx`` Out(1): the UART pins
+    (idle high). With ``link="pcie"`` (the plan's board must list a PCIe
+    link): ``axil`` (``In(AxiLiteSignature(16))``, the XDMA's M_AXI_LITE on
+    BAR0), ``h2c`` (``In(AxiStreamSignature(32))``) and ``c2h``
+    (``Out(AxiStreamSignature(32))``), the XDMA's stream channels (through
+    32-bit width converters in the block design); see ``docs/pcie.md``.
     ``mem``: ``Out(AxiSignature(addr_width, data_width=32))``, the tensor
     memory master, when the board has external memory (``plan.memory`` names
     a DRAM kind); otherwise tensor memory is an on-chip :class:`AxiRam` of
@@ -68,10 +86,13 @@ class Soc(wiring.Component):
 
     def __init__(self, plan, *, clk_freq=None, baud=12_000_000, link="uart",
                  memory_latency=None):
-        if link != "uart":
-            raise PlanError(f"link {link!r} is not available yet (uart only; the PCIe "
-                            f"face is an open issue)")
+        if link not in ("uart", "pcie"):
+            raise PlanError(f"link {link!r} is unknown (uart or pcie)")
+        if link == "pcie" and "pcie" not in plan.board.get("links", ()):
+            raise PlanError(f"board {plan.board['name']} has no PCIe link "
+                            f"(links: {', '.join(plan.board.get('links', ()))})")
         self._plan = plan
+        self._link_kind = link
         self._clk_freq = float(clk_freq if clk_freq is not None
                                else plan.board["clock_mhz"] * 1e6)
         self._external = plan.board.get("memory") is not None
@@ -83,16 +104,28 @@ class Soc(wiring.Component):
         self._memory_latency = (memory_latency if memory_latency is not None
                                 else plan.memory.get("latency", 2) if self._external else 2)
         # Built here so that parameters are checked now, naming the bad value.
-        self._link = UartHostLink(clk_freq=self._clk_freq, baud=baud,
-                                  mem_size=min(self._mem_size, 2**32 - 4))
+        if link == "uart":
+            self._link = UartHostLink(clk_freq=self._clk_freq, baud=baud,
+                                      mem_size=min(self._mem_size, 2**32 - 4))
+        else:
+            self._link = AxilCsr(addr_width=PCIE_CSR_ADDR_WIDTH)
+            self._dma = AxisDma(mem_size=min(self._mem_size, 2**32))
         self._sequencer = Sequencer(
             rows=plan.rows, cols=plan.cols, data_width=plan.data_width,
             acc_width=plan.acc_width,
             a_depth=min(_buffer_words(plan, "A", plan.rows), 1 << 16),
             b_depth=min(_buffer_words(plan, "B", plan.cols), 1 << 16),
-            c_depth=min(_buffer_words(plan, "C", plan.cols), 1 << 16))
+            c_depth=min(_buffer_words(plan, "C", plan.cols), 1 << 16),
+            # One pooling engine configuration per geometry the net pools with.
+            pool_geometries=tuple(PoolGeometry.from_layer(layer) for layer in plan.layers
+                                  if layer["type"] == "Pooling"))
         self._addr_width = max(12, (self._mem_size - 1).bit_length())
-        ports = {"rx": In(1, init=1), "tx": Out(1, init=1)}
+        if link == "uart":
+            ports = {"rx": In(1, init=1), "tx": Out(1, init=1)}
+        else:
+            ports = {"axil": In(AxiLiteSignature(addr_width=PCIE_CSR_ADDR_WIDTH)),
+                     "h2c": In(AxiStreamSignature(32)),
+                     "c2h": Out(AxiStreamSignature(32))}
         if self._external:
             ports["mem"] = Out(AxiSignature(addr_width=self._addr_width, data_width=32))
         super().__init__(ports)
@@ -101,7 +134,12 @@ class Soc(wiring.Component):
     clk_freq = property(lambda self: self._clk_freq)
     external_memory = property(lambda self: self._external)
     mem_size = property(lambda self: self._mem_size)
-    baud = property(lambda self: self._link.baud)
+    link = property(lambda self: self._link_kind)
+
+    @property
+    def baud(self):
+        """The UART's baud rate (None on the PCIe link)."""
+        return self._link.baud if self._link_kind == "uart" else None
 
     def capabilities(self):
         """The CAPABILITIES fields this design reports."""
@@ -111,7 +149,7 @@ class Soc(wiring.Component):
             "pooling": int("pool" in units),
             "sigmoid_tanh": int(bool(units.get("eltwise", {}).get("tables"))),
             "lrn": 0,
-            "link_pcie": 0,
+            "link_pcie": int(self._link_kind == "pcie"),
             "external_memory": int(self._external),
         }
 
@@ -120,7 +158,10 @@ class Soc(wiring.Component):
         plan = self._plan
 
         m.submodules.link = link = self._link
-        m.submodules.csr = bank = CsrBank(REGISTERS)
+        pcie = self._link_kind == "pcie"
+        # A UART SoC leaves the PCIe-only registers unmapped (BAD_ADDRESS).
+        m.submodules.csr = bank = CsrBank(
+            REGISTERS if pcie else [r for r in REGISTERS if r.name not in PCIE_REGISTERS])
         soft_reset = Signal()
         m.submodules.sequencer = sequencer = ResetInserter(soft_reset)(self._sequencer)
         m.submodules.commands = commands = ResetInserter(soft_reset)(
@@ -129,22 +170,26 @@ class Soc(wiring.Component):
         m.submodules.axi_master = axi_master = AxiMaster(addr_width=self._addr_width,
                                                          data_width=32)
 
-        m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
-        wiring.connect(m, link.csr, bank.bus)
-
-        # Host -> command FIFO -> sequencer. RUN is all-or-nothing against
-        # the free space the engine sees.
         m.d.comb += [
-            commands.w_data.eq(link.cmd.payload),
-            commands.w_en.eq(link.cmd.valid),
-            link.cmd.ready.eq(commands.w_rdy),
-            link.cmd_space.eq(COMMAND_FIFO_DEPTH - commands.level),
             sequencer.commands.payload.eq(commands.r_data),
             sequencer.commands.valid.eq(commands.r_rdy),
             commands.r_en.eq(sequencer.commands.ready),
         ]
-
-        wiring.connect(m, link.mem, arbiter.initiators[0])
+        if pcie:
+            dma_mem_fault = self._connect_pcie(m, bank, commands, arbiter, soft_reset)
+        else:
+            m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
+            wiring.connect(m, link.csr, bank.bus)
+            # Host -> command FIFO -> sequencer. RUN is all-or-nothing against
+            # the free space the engine sees.
+            m.d.comb += [
+                commands.w_data.eq(link.cmd.payload),
+                commands.w_en.eq(link.cmd.valid),
+                link.cmd.ready.eq(commands.w_rdy),
+                link.cmd_space.eq(COMMAND_FIFO_DEPTH - commands.level),
+            ]
+            wiring.connect(m, link.mem, arbiter.initiators[0])
+            dma_mem_fault = 0
         wiring.connect(m, sequencer.mem, arbiter.initiators[1])
         wiring.connect(m, arbiter.target, axi_master.bus)
         if self._external:
@@ -180,12 +225,13 @@ class Soc(wiring.Component):
             bank.field("STATUS", "cmd_fifo_level").eq(
                 commands.level.as_unsigned()[:8] | (commands.level >= 255).replicate(8)),
             bank.field("ERROR", "bad_command_set").eq(sequencer.bad_command),
-            bank.field("ERROR", "mem_fault_set").eq(sequencer.mem_fault),
+            bank.field("ERROR", "mem_fault_set").eq(sequencer.mem_fault | dma_mem_fault),
             error.eq(bank.field("ERROR", "bad_command") | bank.field("ERROR", "mem_fault")
                      | bank.field("ERROR", "overflow")),
             bank.field("STATUS", "error").eq(error),
         ]
-        m.d.comb += bank.field("ERROR", "overflow_set").eq(link.overrun)
+        if not pcie:
+            m.d.comb += bank.field("ERROR", "overflow_set").eq(link.overrun)
 
         # Performance counters, straight from the units that do the work.
         increments = sequencer.counters
@@ -200,6 +246,55 @@ class Soc(wiring.Component):
             bank.counter("COMMANDS_DONE").eq(increments.commands_done),
         ]
         return m
+
+    def _connect_pcie(self, m, bank, commands, arbiter, soft_reset):
+        """AXI4-Lite -> CSR bank (with CMD_PUSH), AXI-Stream <-> AxisDma ->
+        arbiter. Returns the DMA's memory fault pulse, for ERROR.mem_fault."""
+        bridge = self._link
+        m.submodules.dma = dma = self._dma
+        wiring.connect(m, wiring.flipped(self.axil), bridge.axil)
+        wiring.connect(m, wiring.flipped(self.h2c), dma.h2c)
+        wiring.connect(m, dma.c2h, wiring.flipped(self.c2h))
+        wiring.connect(m, dma.mem, arbiter.initiators[0])
+
+        # CMD_PUSH: a write to it also pushes the word onto the command FIFO.
+        # With the FIFO full the write is refused (the bank does not see it and
+        # the bus reports an error, so AxilCsr answers SLVERR): a push is never
+        # half done, and the host learns of it on the write's response.
+        csr, target = bridge.csr, bank.bus
+        push = csr.w_stb & (csr.addr == register("CMD_PUSH").word_address)
+        refused, refused_reply = Signal(), Signal()
+        m.d.comb += [
+            refused.eq(push & ~commands.w_rdy),
+            target.addr.eq(csr.addr),
+            target.r_stb.eq(csr.r_stb),
+            target.w_stb.eq(csr.w_stb & ~refused),
+            target.w_data.eq(csr.w_data),
+            csr.r_data.eq(target.r_data),
+            csr.error.eq(target.error | refused_reply),
+            commands.w_data.eq(csr.w_data),
+            commands.w_en.eq(push & commands.w_rdy),
+        ]
+        m.d.sync += refused_reply.eq(refused)
+
+        m.d.comb += [
+            dma.addr.eq(bank.field("DMA_ADDR", "value")),
+            dma.length.eq(bank.field("DMA_LEN", "value")),
+            dma.start_h2c.eq(bank.field("DMA_CONTROL", "start_h2c")),
+            dma.start_c2h.eq(bank.field("DMA_CONTROL", "start_c2h")),
+            # soft_reset aborts rather than resets the DMA: bursts already
+            # issued finish, so the arbiter and memory are never left mid-burst.
+            dma.abort.eq(bank.field("DMA_CONTROL", "abort") | soft_reset),
+            bank.field("DMA_STATUS", "busy").eq(dma.busy),
+            bank.field("DMA_STATUS", "c2h").eq(dma.c2h_mode),
+            bank.field("DMA_STATUS", "done_set").eq(dma.done),
+            bank.field("DMA_STATUS", "bad_request_set").eq(dma.bad_request),
+            bank.field("DMA_STATUS", "mem_fault_set").eq(dma.mem_fault),
+            bank.field("DMA_STATUS", "stream_fault_set").eq(dma.stream_fault),
+            bank.field("DMA_STATUS", "cmd_refused_set").eq(refused),
+            bank.field("DMA_PROGRESS", "value").eq(dma.progress),
+        ]
+        return dma.mem_fault
 
 
 def _round_up(value, multiple):

@@ -15,6 +15,10 @@ Performance counters are 64 bits: ``<NAME>_LO`` at ``0x100 + 8n`` and
 consistent value. :data:`COUNTERS` lists them in regmap order (the order of
 READ_COUNTERS).
 
+DMA_* and CMD_PUSH (:data:`PCIE_REGISTERS`) exist only in a PCIe-link SoC:
+the host's bulk path there is an XDMA AXI-Stream pair plus these registers
+(``docs/pcie.md``), where a UART SoC uses WRITE_MEM / READ_MEM / RUN frames.
+
 ``CONTROL.enable`` resets to 1: the sequencer runs commands as they arrive;
 clearing it pauses the sequencer after the current command.
 
@@ -31,7 +35,7 @@ import fecaffe_hw
 __all__ = [
     "Access", "Field", "Register", "Counter", "REGISTERS", "COUNTERS", "Reg",
     "register", "register_at", "counter", "ID_VALUE", "VERSION_VALUE", "version_value",
-    "COUNTER_BASE", "to_json", "to_c_header", "to_markdown", "main",
+    "COUNTER_BASE", "PCIE_REGISTERS", "to_json", "to_c_header", "to_markdown", "main",
 ]
 
 
@@ -261,8 +265,46 @@ REGISTERS = (
              "free command FIFO words"),
     Register("MEM_SIZE", 0x028, RO, _value(RO, 0, "tensor memory bytes / 4096"),
              "tensor memory size in 4 KiB units"),
+    # PCIe link only (see PCIE_REGISTERS and docs/pcie.md).
+    Register("DMA_ADDR", 0x040, RW, _value(RW, 0, "tensor memory byte address, a multiple of 4"),
+             "PCIe DMA: where the next transfer starts in tensor memory"),
+    Register("DMA_LEN", 0x044, RW, _value(RW, 0, "bytes, a nonzero multiple of 4"),
+             "PCIe DMA: length of the next transfer in bytes"),
+    Register("DMA_CONTROL", 0x048, RW, (
+        Field("start_h2c", 0, 1, SC, 0,
+              "start a transfer from the H2C stream into tensor memory"),
+        Field("start_c2h", 1, 1, SC, 0,
+              "start a transfer from tensor memory out on the C2H stream"),
+        Field("abort", 2, 1, SC, 0,
+              "stop the transfer after the bursts already issued; sets done"),
+    ), "PCIe DMA: starts a transfer of DMA_LEN bytes at DMA_ADDR"),
+    Register("DMA_STATUS", 0x04C, W1C, (
+        Field("busy", 0, 1, RO, 0, "a transfer is running"),
+        Field("c2h", 1, 1, RO, 0, "direction of the running or last transfer (1: C2H)"),
+        Field("done", 8, 1, W1C, 0, "a transfer finished (or was aborted)"),
+        Field("bad_request", 9, 1, W1C, 0,
+              "a start was refused (length 0 or not a multiple of 4, address unaligned, "
+              "beyond tensor memory, both directions, or a transfer running); "
+              "nothing moved"),
+        Field("mem_fault", 10, 1, W1C, 0, "tensor memory answered a burst with an error"),
+        Field("stream_fault", 11, 1, W1C, 0,
+              "H2C TLAST came before DMA_LEN bytes; the transfer ended there"),
+        Field("cmd_refused", 12, 1, W1C, 0,
+              "a CMD_PUSH found the command FIFO full; the word was dropped"),
+    ), "PCIe DMA and command push status; write 1 to clear the sticky bits"),
+    Register("DMA_PROGRESS", 0x050, RO, _value(RO, 0, "bytes"),
+             "PCIe DMA: bytes of the running or last transfer that crossed the stream"),
+    Register("CMD_PUSH", 0x054, RW, _value(RW, 0, "command word"),
+             "PCIe: a write pushes the word onto the command FIFO (refused with "
+             "SLVERR and DMA_STATUS.cmd_refused when CMD_SPACE is 0); reads the "
+             "last word pushed"),
     *_counter_registers(),
 )
+
+#: Registers only a PCIe-link SoC implements (its DMA and command push over
+#: BAR0); a UART-link SoC leaves them unmapped, so accesses answer BAD_ADDRESS.
+PCIE_REGISTERS = ("DMA_ADDR", "DMA_LEN", "DMA_CONTROL", "DMA_STATUS", "DMA_PROGRESS",
+                  "CMD_PUSH")
 
 Reg = enum.IntEnum("Reg", {r.name: r.address for r in REGISTERS})
 Reg.__doc__ = "Register byte addresses by name."

@@ -340,7 +340,7 @@ def test_soc_runs_a_gemm(board, tmp_path_factory):
         assert counters["CYCLES"] > counters["BUSY_CYCLES"] > 0
         assert await host.read_csr(ctx, "ERROR") == 0
         status = regmap.register("STATUS").unpack(await host.read_csr(ctx, "STATUS"))
-        assert status == {"busy": 0, "error": 0, "cmd_fifo_level": 0}
+        assert status == {"busy": 0, "error": 0, "host_wait": 0, "cmd_fifo_level": 0}
         assert await host.read_csr(ctx, "CMD_SPACE") == COMMAND_FIFO_DEPTH
 
     run(plan, body, name=f"soc_gemm_{board}")
@@ -368,13 +368,14 @@ def test_soc_soft_reset_and_clear_counters(plan):
         await host.write_csr(ctx, "CONTROL", control.pack(enable=0))
         await host.request(ctx, Opcode.RUN, struct.pack(f"<{len(words)}I", *words))
         status = status_reg.unpack(await host.read_csr(ctx, "STATUS"))
-        assert status == {"busy": 1, "error": 0, "cmd_fifo_level": min(len(words), 255)}
+        assert status == {"busy": 1, "error": 0, "host_wait": 0,
+                          "cmd_fifo_level": min(len(words), 255)}
         assert await host.read_csr(ctx, "CMD_SPACE") == COMMAND_FIFO_DEPTH - len(words)
         await host.write_csr(ctx, "CONTROL", control.pack(soft_reset=1, enable=0))
         assert control.unpack(await host.read_csr(ctx, "CONTROL")) \
-            == {"soft_reset": 0, "clear_counters": 0, "enable": 0}
+            == {"soft_reset": 0, "clear_counters": 0, "enable": 0, "host_resume": 0}
         status = status_reg.unpack(await host.read_csr(ctx, "STATUS"))
-        assert status == {"busy": 0, "error": 0, "cmd_fifo_level": 0}
+        assert status == {"busy": 0, "error": 0, "host_wait": 0, "cmd_fifo_level": 0}
         assert await host.read_csr(ctx, "CMD_SPACE") == COMMAND_FIFO_DEPTH
         await host.write_csr(ctx, "CONTROL", control.pack(enable=1))
         assert await host.read_mem(ctx, C_ADDR, len(junk)) == junk

@@ -12,6 +12,9 @@ examples:
   fecaffe-hw generate nets/lenet.prototxt
   fecaffe-hw generate nets/lenet.prototxt --board arty-a7-100 -o build/lenet-100t
   fecaffe-hw generate nets/lenet.prototxt --inference-only --rows 4 --cols 4 --json
+  fecaffe-hw generate nets/lenet.prototxt --build -o build/lenet-arty   # + Vivado tree
+  fecaffe-hw generate tests/compiler/nets/odd_ip.prototxt --board ulx3s-85f \\
+      --inference-only --rows 2 --cols 2 --width 8 --build             # + bitstream
 """)
 def _configure_generate(parser):
     from .compiler.boards import BOARDS
@@ -28,6 +31,9 @@ def _configure_generate(parser):
     parser.add_argument("--width", type=int, default=16, help="data width in bits (default 16)")
     parser.add_argument("--inference-only", action="store_true",
                         help="leave the training units (gradient accumulator) out")
+    parser.add_argument("--build", action="store_true",
+                        help="also build for the board: a bitstream on ECP5 boards (open "
+                             "tools), a Vivado tree on Xilinx boards (run if vivado is on PATH)")
     parser.add_argument("--no-synth", action="store_true",
                         help="skip the resource estimate (synthesis takes minutes)")
     parser.add_argument("--json", action="store_true",

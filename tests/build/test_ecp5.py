@@ -1,0 +1,106 @@
+import json
+import pathlib
+import re
+
+import pytest
+
+from fecaffe_hw.build import BuildError, build_ecp5, parse_nextpnr_report, prepare_ecp5
+from fecaffe_hw.compiler import plan_network
+from fecaffe_hw.errors import PlanError
+
+NETS = pathlib.Path(__file__).parent.parent / "compiler" / "nets"
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return plan_network(NETS / "odd_ip.prototxt", "ulx3s-85f", rows=2, cols=2, width=8,
+                        training=False)
+
+
+@pytest.fixture(scope="module")
+def tree(plan, tmp_path_factory):
+    return prepare_ecp5(plan, tmp_path_factory.mktemp("ecp5"))
+
+
+def test_tree_files_and_pins(tree):
+    names = {path.name for path in tree.files}
+    assert {"top.il", "top.ys", "top.lpf", "build.sh"} <= names
+    lpf = (tree.root / "top.lpf").read_text()
+    # Pins as amaranth-boards' ULX3S resources place them: FTDI rx M1, tx L4, 25 MHz on G2.
+    for pad in ("M1", "L4", "G2"):
+        assert re.search(rf'SITE "{pad}"', lpf), pad
+    assert "25000000" in lpf.replace(".0", "")
+    assert tree.clk_mhz == 25.0
+    assert "synth_ecp5" in (tree.root / "top.ys").read_text()
+
+
+def test_commands(tree):
+    yosys, nextpnr, ecppack = tree.commands
+    assert "top.ys" in yosys
+    assert "--85k" in nextpnr and "CABGA381" in nextpnr and "--report" in nextpnr
+    assert nextpnr[nextpnr.index("--speed") + 1] == "6"
+    assert ecppack[-1] == "top.bit"
+    script = (tree.root / "build.sh").read_text()
+    assert "--report nextpnr-report.json" in script and "> nextpnr.log 2>&1" in script
+
+
+def test_tool_override(plan, tmp_path, monkeypatch):
+    monkeypatch.setenv("NEXTPNR_ECP5", "/opt/nextpnr-ecp5")
+    tree = prepare_ecp5(plan, tmp_path)
+    assert tree.commands[1][0] == "/opt/nextpnr-ecp5"
+
+
+def test_missing_tool_is_a_build_error(plan, tmp_path, monkeypatch):
+    monkeypatch.setenv("YOSYS", "no-such-yosys-here")
+    with pytest.raises(BuildError, match="no-such-yosys-here: not found"):
+        build_ecp5(plan, tmp_path)
+
+
+def test_wrong_board(plan, tmp_path):
+    with pytest.raises(PlanError, match="'versa-ecp5-5g'"):
+        prepare_ecp5(plan, tmp_path, board="versa-ecp5-5g")
+    arty = plan_network(NETS / "odd_ip.prototxt", "arty", rows=2, cols=2, width=8,
+                        training=False)
+    with pytest.raises(PlanError, match="not ECP5"):
+        prepare_ecp5(arty, tmp_path)
+
+
+def test_parse_report(tmp_path):
+    report = {
+        "fmax": {"$glbnet$clk": {"achieved": 81.25, "constraint": 25.0}},
+        "utilization": {"TRELLIS_SLICE": {"used": 1234, "available": 41820},
+                        "DP16KD": {"used": 3, "available": 208}},
+        "critical_paths": [{"from": "posedge $glbnet$clk", "to": "posedge $glbnet$clk",
+                            "path": [
+                                {"type": "clk-to-q", "from": {"cell": "a"}, "to": {"cell": "b"},
+                                 "delay": 0.5},
+                                {"type": "logic", "from": {"cell": "b"}, "to": {"cell": "c"},
+                                 "delay": 1.25},
+                                {"type": "routing", "from": {"cell": "c"}, "to": {"cell": "d"},
+                                 "delay": 2.0}]}],
+    }
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report))
+    parsed = parse_nextpnr_report(path)
+    assert parsed["fmax_mhz"] == {"$glbnet$clk": 81.25}
+    assert parsed["constraint_mhz"] == {"$glbnet$clk": 25.0}
+    assert parsed["utilization"]["DP16KD"] == {"used": 3, "available": 208}
+    (critical,) = parsed["critical_paths"]
+    assert critical["delay_ns"] == 3.75 and critical["start"] == "a" and critical["end"] == "d"
+    assert critical["logic_levels"] == 1
+    path.write_text("{not json")
+    with pytest.raises(BuildError, match="r.json"):
+        parse_nextpnr_report(path)
+
+
+@pytest.mark.slow
+def test_bitstream(plan, tmp_path):
+    result = build_ecp5(plan, tmp_path)
+    assert result.bitstream.stat().st_size > 10_000
+    assert all(log.is_file() for log in result.logs.values())
+    (clock,) = [c for c in result.fmax_mhz if "clk" in c]
+    assert result.constraint_mhz[clock] == pytest.approx(25.0)
+    assert result.meets_timing
+    slices = result.utilization["TRELLIS_COMB"]
+    assert 0 < slices["used"] < slices["available"]
+    assert result.critical_paths

@@ -210,17 +210,14 @@ class Sequencer(wiring.Component):
         # Validates acc_width against data_width.
         self._array = SystolicArray(rows=rows, cols=cols, data_width=data_width,
                                     acc_width=acc_width)
-        # Validates its own parameters. Its elements are int16: an 8-bit
-        # build has no ELTWISE (bad command).
-        engine = EltwiseEngine(in_frac=eltwise_in_frac, aux_frac=eltwise_aux_frac,
-                               chunk_words=eltwise_chunk)
-        self._eltwise = engine if data_width == 16 else None
-        # Pooling is int16 too; the engine validates the geometries.
+        # The engines validate their own parameters. Their elements are
+        # int16: an 8-bit build has neither (ELTWISE and POOL are bad commands).
+        self._eltwise = (EltwiseEngine(in_frac=eltwise_in_frac, aux_frac=eltwise_aux_frac,
+                                       chunk_words=eltwise_chunk)
+                         if data_width == 16 else None)
         pool_geometries = tuple(pool_geometries)
         self._pool = (PoolEngine(geometries=pool_geometries, chunk_words=pool_chunk)
-                      if pool_geometries else None)
-        if data_width != 16:
-            self._pool = None
+                      if pool_geometries and data_width == 16 else None)
         self._rows, self._cols = rows, cols
         self._data_width, self._acc_width = data_width, acc_width
         self._depths = (a_depth, b_depth, c_depth)

@@ -19,16 +19,15 @@ rounds once, half to even, by a run-time shift, then saturates to 16 bits.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
-from amaranth.lib.wiring import In, Out
 
 from fecaffe_hw.fixedpoint.activation import TABLE_FORMAT, activation_tables
 from fecaffe_hw.fixedpoint.format import Format
 from fecaffe_hw.runtime import isa
 
 from .eltwise import Eltwise, EltwiseOp, saturate
-from .memory_port import MAX_BURST_WORDS, MemoryPort
+from .memory_port import MAX_BURST_WORDS, engine_members
 
 __all__ = ["EltwiseEngine", "EltwiseCommand", "ISA_OPS", "ELEMENT_WIDTH", "ENGINE_SLOPE_FORMAT"]
 
@@ -104,16 +103,7 @@ class EltwiseEngine(wiring.Component):
                 raise ValueError(f"Eltwise engine {name} must be an integer in [{lo}, {hi}], "
                                  f"not {value!r}")
         self._in_frac, self._aux_frac, self._chunk = in_frac, aux_frac, chunk_words
-        super().__init__({
-            "cmd": In(stream.Signature(EltwiseCommand)),
-            "done": Out(1),
-            "fault": Out(1),
-            "busy": Out(1),
-            "mem": Out(MemoryPort()),
-            "r_word": Out(1),
-            "w_word": Out(1),
-            "mem_stall": Out(1),
-        })
+        super().__init__(engine_members(EltwiseCommand))
 
     in_frac = property(lambda self: self._in_frac)
     aux_frac = property(lambda self: self._aux_frac)

@@ -20,7 +20,8 @@ Targets may accept further commands before the earlier ones finish.
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MemoryCommand", "MemoryResponse", "MemoryPort", "MAX_BURST_WORDS"]
+__all__ = ["MemoryCommand", "MemoryResponse", "MemoryPort", "MAX_BURST_WORDS",
+           "engine_members"]
 
 MAX_BURST_WORDS = 256
 
@@ -54,3 +55,23 @@ class MemoryPort(wiring.Signature):
 
     def __repr__(self):
         return "MemoryPort()"
+
+
+def engine_members(command_layout):
+    """Signature members of a memory-to-memory engine the sequencer drives.
+
+    ``cmd`` (In stream of ``command_layout``); ``done`` and ``fault``
+    (one-cycle pulses when a command ends); ``busy``; ``mem``, the engine's
+    memory port; ``r_word``, ``w_word`` (a word moved this cycle) and
+    ``mem_stall`` (busy, no word moved), for the performance counters.
+    """
+    return {
+        "cmd": In(stream.Signature(command_layout)),
+        "done": Out(1),
+        "fault": Out(1),
+        "busy": Out(1),
+        "mem": Out(MemoryPort()),
+        "r_word": Out(1),
+        "w_word": Out(1),
+        "mem_stall": Out(1),
+    }

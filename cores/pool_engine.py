@@ -16,17 +16,16 @@ a MAX and/or AVE :class:`~fecaffe_hw.cores.pooling.Pooling` core) per
 
 import dataclasses
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
-from amaranth.lib.wiring import In, Out
 
 from fecaffe_hw.fixedpoint.windows import window_geometry
 from fecaffe_hw.runtime import isa
 
 from .eltwise import saturate
 from .line_buffer import LineBuffer
-from .memory_port import MAX_BURST_WORDS, MemoryPort
+from .memory_port import MAX_BURST_WORDS, engine_members
 from .pooling import Pooling, PoolKind
 
 __all__ = ["PoolGeometry", "PoolEngine", "PoolCommand", "ELEMENT_WIDTH", "MAX_SHIFT"]
@@ -140,16 +139,7 @@ class PoolEngine(wiring.Component):
             raise ValueError(f"Pool engine chunk length must be an integer in "
                              f"[1, {MAX_BURST_WORDS}], not {chunk_words!r}")
         self._geometries, self._chunk = geometries, chunk_words
-        super().__init__({
-            "cmd": In(stream.Signature(PoolCommand(geometries))),
-            "done": Out(1),
-            "fault": Out(1),
-            "busy": Out(1),
-            "mem": Out(MemoryPort()),
-            "r_word": Out(1),
-            "w_word": Out(1),
-            "mem_stall": Out(1),
-        })
+        super().__init__(engine_members(PoolCommand(geometries)))
 
     geometries = property(lambda self: self._geometries)
     chunk_words = property(lambda self: self._chunk)
@@ -240,7 +230,6 @@ class PoolEngine(wiring.Component):
                 with m.Case(i):
                     m.d.comb += [plane.eq(g.plane), out_plane.eq(g.out_plane)]
         setup = Signal()
-        first_plane = Signal(32)           # n0 * total + c0
         in_step, out_step = Signal(32), Signal(32)     # total * plane: between images
         in_run, out_run = Signal(32), Signal(32)       # channels * plane: one image
         with m.If(setup):
@@ -267,7 +256,6 @@ class PoolEngine(wiring.Component):
         # ---- write side: outputs and indices, per image one run each -------
         out_fifo = m.submodules.out_fifo = SyncFIFO(width=32, depth=depth)
         idx_fifo = m.submodules.idx_fifo = SyncFIFO(width=32, depth=depth)
-        wr_elem = Signal(32)             # output element index of this image's run
         wo_runs, wi_runs = Signal(16), Signal(16)
         wo_left, wi_left = Signal(32), Signal(32)     # words not yet requested
         wo_addr, wi_addr = Signal(32), Signal(32)

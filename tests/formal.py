@@ -81,8 +81,8 @@ def white_box(dut, platform=None):
     signals = {}
     for statements in fragment.statements.values():
         for statement in statements:
-            for signal in statement._lhs_signals():
-                signals[signal.name] = signal
+            for lhs in statement._lhs_signals():
+                signals[lhs.name] = lhs
     return fragment, signals
 
 

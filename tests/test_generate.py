@@ -7,7 +7,6 @@ import sys
 
 import pytest
 
-from fecaffe_hw.errors import PlanError
 from fecaffe_hw.generate import generate
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

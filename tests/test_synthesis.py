@@ -4,7 +4,7 @@ import json
 import pytest
 from amaranth.hdl import Module, Signal
 from amaranth.lib import memory, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 
 from fecaffe_hw.errors import FecaffeError
 from fecaffe_hw.synthesis import (SynthesisError, Utilization, parse_stat, synthesize,

@@ -103,7 +103,7 @@ class Pooling(Layer):
 
         The padded array is big enough for every window, ceil-mode ones
         included, so each tap is one strided slice."""
-        (kh, kw), (ph, pw), (sh, sw) = self.geometry, self.pad, self.stride
+        (kh, kw), (sh, sw) = self.geometry, self.stride
         oh, ow = self.out_hw
         for i in range(kh):
             for j in range(kw):

@@ -28,6 +28,14 @@ DmaCommand = data.StructLayout({
 })
 
 
+def _or_tree(values):
+    """Expression: the OR of ``values`` (one-hot picked, so at most one is nonzero)."""
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
 class Dma(wiring.Component):
     """Moves a 2-D strided region of a row-major tensor between tensor memory
     and a scratchpad.
@@ -66,7 +74,11 @@ class Dma(wiring.Component):
     Throughput: a memory word per cycle each way untransposed (two 16-bit
     elements into one buffer word), one element per cycle transposed (they go
     to different buffer words); bursts of up to 256 words issued ahead of the
-    data; one command at a time.
+    data; one command at a time. Latency: a command starts the cycle after
+    it is taken; a refused one reports ``done`` two cycles after. Loaded
+    elements reach the buffer a cycle after their word arrives; stored
+    elements pass four register stages (C read, lane select, rounding add,
+    shift and pack) before their memory word is offered.
     """
 
     def __init__(self, *, rows, cols, data_width, acc_width, a_depth, b_depth, c_depth,
@@ -140,7 +152,12 @@ class Dma(wiring.Component):
         cur = Signal(DmaCommand)
         busy = Signal()
         refused = Signal()               # answered the cycle after, like any command
-        m.d.comb += [self.busy.eq(busy | refused), self.cmd.ready.eq(~busy & ~refused)]
+        # A taken command is checked and started the cycle after (``start``):
+        # ``cmd.valid`` is decoded combinationally by the sequencer, so it
+        # only sets ``start``; ``cur`` follows the payload while idle.
+        start = Signal()
+        m.d.comb += [self.busy.eq(busy | refused | start),
+                     self.cmd.ready.eq(~busy & ~refused & ~start)]
 
         # ---- command side: one burst per row, split at 256 words ----------
         row_words = Signal(16)
@@ -215,17 +232,26 @@ class Dma(wiring.Component):
             m.d.sync += word_valid.eq(0)
 
         element = Signal(signed(dw))
-        m.d.comb += element.eq(word_reg.word_select(el_slot, dw))
+        with m.Switch(el_slot):
+            for k in range(per_word):
+                with m.Case(k):
+                    m.d.comb += element.eq(word_reg.word_select(k, dw))
         with m.If(loading & word_valid):
             step_element()
         load_en = Signal()
         m.d.comb += load_en.eq(loading & word_valid)
+        # The buffer writes are registered (one cycle after the element is
+        # unpacked) to keep unpacking, shifting and lane enables off the
+        # path into the block RAMs; ``load_wr`` holds the command open until
+        # the last write has landed.
+        load_wr = Signal()
+        m.d.sync += load_wr.eq(load_en)
         load_shift = cur.shift[:max(1, (aw - dw).bit_length())]
         for port, buf, width, lanes in ((self.a_write, BUFFER_A, dw, self.rows),
                                         (self.b_write, BUFFER_B, dw, self.cols),
                                         (self.c_write, BUFFER_C, aw, self.cols),
                                         (self.bias_write, BUFFER_BIAS, aw, 1)):
-            m.d.comb += port.addr.eq(word_addr)
+            m.d.sync += port.addr.eq(word_addr)
             selected = load_en & (cur.buffer == buf)
             enables = []
             for i in range(lanes):
@@ -233,26 +259,45 @@ class Dma(wiring.Component):
                 value = Mux(whole, word_reg.word_select(i % per_word, dw).as_signed(), element)
                 if width != dw:
                     value = value << load_shift
-                m.d.comb += port.data[i].eq(value)
+                m.d.sync += port.data[i].eq(value)
                 enables.append(selected & Mux(whole, (i >= el_col) & (i < el_col + per_word)
                                               & (i < cur.cols), lane == i))
-            m.d.comb += port.en.eq(Cat(enables))
+            m.d.sync += port.en.eq(Cat(enables))
 
         # ---- store: read C, requantise, pack words -------------------------
+        # A four-stage pipeline, each stage advancing when the next has room:
+        # P (the C word read is on c_read.data) -> X (the word's elements,
+        # selected from their lanes) -> Y (element + rounding bias) -> pack
+        # (shifted, saturated, merged into the memory word). The stages keep
+        # the lane selection, the rounding add and the variable shift on
+        # separate clock edges; lanes are picked by one-hot masks formed at
+        # issue, so no lane index is multiplied into a bit offset.
         storing = busy & cur.store
         pend = Signal()                  # a read was issued; its data is on c_read.data
-        pend_lane = Signal.like(lane)
+        pend_pick = [Signal(self.cols, name=f"pend_pick{s}") for s in range(per_word)]
         pend_slot = Signal.like(el_slot)
         pend_last = Signal()             # the element completes a memory word
+        x_valid = Signal()
+        x_ext = [Signal(signed(aw), name=f"x_ext{s}") for s in range(per_word)]
+        x_slot = Signal.like(el_slot)
+        x_last = Signal()
+        y_valid = Signal()
+        y_sum = [Signal(signed(aw + 2), name=f"y_sum{s}") for s in range(per_word)]
+        y_slot = Signal.like(el_slot)
+        y_last = Signal()
         pack = Signal(32)
         w_reg = Signal(32)
         w_valid = Signal()
         m.d.comb += [mem.w.valid.eq(w_valid), mem.w.payload.eq(w_reg)]
         w_free = ~w_valid | mem.w.ready
-        capture = Signal()
+        y_adv = Signal()
+        x_adv = Signal()
+        capture = Signal()               # P -> X
         issue = Signal()
         m.d.comb += [
-            capture.eq(pend & (~pend_last | w_free)),
+            y_adv.eq(y_valid & (~y_last | w_free)),
+            x_adv.eq(x_valid & (~y_valid | y_adv)),
+            capture.eq(pend & (~x_valid | x_adv)),
             issue.eq(storing & el_busy & (~pend | capture)),
             self.c_read.addr.eq(word_addr),
             self.c_read.en.eq(issue),
@@ -260,29 +305,54 @@ class Dma(wiring.Component):
         with m.If(mem.w.valid & mem.w.ready):
             m.d.sync += w_valid.eq(0)
         with m.If(issue):
-            m.d.sync += [pend.eq(1), pend_lane.eq(lane), pend_slot.eq(el_slot),
-                         pend_last.eq(word_last)]
+            m.d.sync += [pend.eq(1), pend_slot.eq(el_slot), pend_last.eq(word_last)]
+            for s in range(per_word):
+                # Untransposed, slot s of a whole word is lane el_col + s.
+                target = Mux(whole, lane + s, lane)
+                m.d.sync += pend_pick[s].eq(Cat(target == j for j in range(self.cols)))
             step_element()
         with m.Elif(capture):
             m.d.sync += pend.eq(0)
 
+        with m.If(capture):
+            m.d.sync += [x_valid.eq(1), x_slot.eq(pend_slot), x_last.eq(pend_last)]
+            for s in range(per_word):
+                picked = [Mux(pend_pick[s][j], self.c_read.data[j], 0)
+                          for j in range(self.cols)]
+                m.d.sync += x_ext[s].eq(_or_tree(picked))
+        with m.Elif(x_adv):
+            m.d.sync += x_valid.eq(0)
+
         shift = cur.shift[:max(1, (aw - 1).bit_length())]
-        # Round half to even: add half - 1 plus the lsb that is kept.
-        half = (Const(1, aw + 3) << shift)[1:aw + 3]       # 2**(shift-1), 0 for shift 0
+        # Round half to even: add half - 1 plus the lsb that is kept. Both
+        # depend on the command only, so they are registered; they settle the
+        # cycle after the command is taken, two before its first element
+        # reaches X.
+        round_base = Signal(aw + 2)          # 2**(shift-1) - 1, 0 for shift 0
+        keep_mask = Signal(aw)               # the lsb kept, 0 for shift 0
+        m.d.sync += [
+            round_base.eq(Mux(shift == 0, 0, ((Const(1, aw + 2) << shift) >> 1) - 1)),
+            keep_mask.eq(Mux(shift == 0, 0, Const(1, aw) << shift)),
+        ]
+        with m.If(x_adv):
+            m.d.sync += [y_valid.eq(1), y_slot.eq(x_slot), y_last.eq(x_last)]
+            for s in range(per_word):
+                kept = (x_ext[s].as_unsigned() & keep_mask).any()
+                m.d.sync += y_sum[s].eq(x_ext[s] + round_base + kept)
+        with m.Elif(y_adv):
+            m.d.sync += y_valid.eq(0)
+
         filled = Signal(32)
         for s in range(per_word):
-            ext = Signal(signed(aw + 2), name=f"ext{s}")
-            m.d.comb += ext.eq(self.c_read.data[Mux(whole, pend_lane + s, pend_lane)])
-            bias = Mux(shift == 0, 0, half - 1 + ext.bit_select(shift, 1))
             rounded = Signal(signed(aw + 2), name=f"rounded{s}")
-            m.d.comb += rounded.eq((ext + bias) >> shift)
+            m.d.comb += rounded.eq(y_sum[s] >> shift)
             narrow = Signal(signed(dw), name=f"narrow{s}")
             m.d.comb += narrow.eq(saturate(rounded, dw))
             m.d.comb += filled.word_select(s, dw).eq(
-                Mux(whole | (pend_slot == s), narrow, pack.word_select(s, dw)))
-        with m.If(capture):
+                Mux(whole | (y_slot == s), narrow, pack.word_select(s, dw)))
+        with m.If(y_adv):
             m.d.sync += pack.eq(filled)
-            with m.If(pend_last):
+            with m.If(y_last):
                 m.d.sync += [w_reg.eq(filled), w_valid.eq(1)]
 
         # ---- command life cycle -------------------------------------------
@@ -290,17 +360,20 @@ class Dma(wiring.Component):
         m.d.sync += refused.eq(0)
         with m.If(refused):
             m.d.comb += [self.done.eq(1), self.fault.eq(1)]
-        with m.If(self.cmd.valid & self.cmd.ready):
-            ok = self.legal(self.cmd.payload)
-            m.d.sync += [cur.eq(self.cmd.payload), issued.eq(0), answered.eq(0),
+        with m.If(self.cmd.ready):
+            m.d.sync += cur.eq(self.cmd.payload)
+        m.d.sync += start.eq(self.cmd.valid & self.cmd.ready)
+        with m.If(start):
+            m.d.sync += [issued.eq(0), answered.eq(0),
                          fault.eq(0), gen_row.eq(0), gen_done_words.eq(0),
-                         gen_row_addr.eq(self.cmd.payload.addr),
+                         gen_row_addr.eq(cur.addr),
                          el_row.eq(0), el_col.eq(0), el_slot.eq(0)]
-            with m.If(ok):
+            with m.If(self.legal(cur)):
                 m.d.sync += [busy.eq(1), gen_busy.eq(1), el_busy.eq(1)]
             with m.Else():
                 m.d.sync += refused.eq(1)
-        finished = busy & ~gen_busy & ~el_busy & ~pend & ~w_valid & ~word_valid \
+        finished = busy & ~gen_busy & ~el_busy & ~pend & ~x_valid & ~y_valid & ~w_valid \
+            & ~word_valid & ~load_wr \
             & (answered == issued)
         with m.If(finished):
             m.d.sync += busy.eq(0)

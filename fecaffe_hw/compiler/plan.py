@@ -4,9 +4,10 @@ Decisions and their rules (every figure lands in the Plan, so a user can see why
 
 * Array: one multiplier per PE at ``width <= 18`` (DSP48E1 or ECP5
   MULT18X18D; 2 DSP48E1 or 4 MULT18 per PE at 19..24 bits). The DSP budget is
-  the part's count less a reserve: 3 for the SGD update (rate, momentum,
-  decay products) when training, 1 for Sigmoid/TanH interpolation, 1 for AVE
-  pooling's divide, and 10% of the part for address arithmetic and slack.
+  the part's count less what synthesis of the generated SoC puts outside the
+  array: 12 for the sequencer (DMA rounding, decode, bias), 19 for the
+  elementwise engine of 16-bit builds, 4 per AVE pooling geometry (the
+  divider), 3 for the SGD update when training, and 2 of slack.
   The array takes the largest ``rows x cols`` within the budget with
   ``rows <= cols <= 2 * rows`` (near-square, so A and B feed equally), and
   at most half the LUTs at an estimated ``2 * acc + 2 * width`` LUTs per PE.
@@ -56,7 +57,10 @@ HOST_TYPES = ("Softmax", "SoftmaxWithLoss", "Accuracy")
 _ALIAS_TYPES = ("Split", "Flatten", "Dropout")
 
 _FIXED_BLOCKS = {"link": 2, "command_fifo": 1}
-_SLACK_DSP_FRACTION = 0.10
+_DSP_SEQUENCER = 12
+_DSP_ELTWISE_ENGINE = 19
+_DSP_AVE_DIVIDER = 4
+_DSP_SLACK = 2
 
 
 def elem_bytes(bits):
@@ -406,7 +410,11 @@ def _units(layers, training):
         units["line_buffer"] = {}
     if types["Pooling"]:
         kinds = sorted({rec["pool"] for rec in layers if rec["type"] == "Pooling"})
-        units["pool"] = {"kinds": kinds, "backward": training}
+        # The pool engine builds one AVE divider per distinct AVE geometry.
+        ave = {(tuple(rec["in_hw"]), tuple(rec["kernel"]), tuple(rec["stride"]),
+                tuple(rec["pad"])) for rec in layers
+               if rec["type"] == "Pooling" and rec["pool"] == "AVE"}
+        units["pool"] = {"kinds": kinds, "backward": training, "ave_geometries": len(ave)}
     activations = sorted({t.lower() for t in ("ReLU", "Sigmoid", "TanH") if types[t]})
     units["eltwise"] = {"activations": activations,
                         "tables": [a for a in activations if a != "relu"]}
@@ -420,13 +428,17 @@ def _size_array(brd, units, width, acc_width, rows, cols):
         per_pe = 1
     else:
         per_pe = 2 if brd.family == "xilinx7" else 4
-    reserve = {"slack": math.ceil(_SLACK_DSP_FRACTION * brd.dsp)}
+    # Multipliers outside the array, as synthesis of the generated SoC
+    # counts them (LeNet on the Arty: 12 in the sequencer, DMA rounding and
+    # bias path; 19 in the elementwise engine, which 16-bit builds carry),
+    # 4 per AVE pooling divider, 3 for the SGD update, and a small slack.
+    reserve = {"sequencer": _DSP_SEQUENCER, "slack": _DSP_SLACK}
+    if width == 16:
+        reserve["eltwise_engine"] = _DSP_ELTWISE_ENGINE
+    if "AVE" in units.get("pool", {}).get("kinds", ()):
+        reserve["pool_ave"] = _DSP_AVE_DIVIDER * units["pool"]["ave_geometries"]
     if "accumulator" in units:
         reserve["accumulator"] = 3
-    if units["eltwise"]["tables"]:
-        reserve["eltwise"] = 1
-    if "AVE" in units.get("pool", {}).get("kinds", ()):
-        reserve["pool"] = 1
     budget_dsp = brd.dsp - sum(reserve.values())
     lut_per_pe = 2 * acc_width + 2 * width
     ff_per_pe = 2 * acc_width + 2 * width

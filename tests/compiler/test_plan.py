@@ -103,7 +103,8 @@ def test_units_follow_the_net():
     conv = plan_network(ODD_CONV, "arty")
     assert conv.units["pool"]["kinds"] == ["AVE"] and conv.units["pool"]["backward"]
     assert conv.units["eltwise"]["tables"] == ["tanh"]
-    assert conv.dsp["reserve"]["pool"] == 1
+    assert conv.dsp["reserve"]["pool_ave"] == 4        # one AVE geometry, one divider
+    assert "pool_ave" not in plan.dsp["reserve"]
     assert plan.layer("rows")["m"] == 6      # axis 2: (2, 3) rows of 5 * 4 features
 
 

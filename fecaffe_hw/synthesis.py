@@ -19,7 +19,7 @@ import tempfile
 from .errors import FecaffeError
 
 __all__ = ["SynthesisError", "Utilization", "FAMILIES", "synthesize", "synthesize_rtlil",
-           "synthesize_verilog", "parse_stat", "utilization_from_cells"]
+           "synthesize_verilog", "synthesis_script", "parse_stat", "utilization_from_cells"]
 
 
 class SynthesisError(FecaffeError):
@@ -161,19 +161,22 @@ def synthesize_verilog(verilog_text, *, top, family="xc7", iopads=False, timeout
                        family=family, iopads=iopads, timeout=timeout, log_path=log_path)
 
 
-def _synthesize(filename, text, read_command, *, top, family, iopads, timeout, log_path):
-    fam = _family(family)
-    synth = fam.script.format(top=top, noiopad="" if iopads else " -noiopad")
-    script = "; ".join([
-        read_command,
+def synthesis_script(*, top, family="xc7", iopads=False):
+    """The yosys commands that synthesise the loaded design for ``family``."""
+    synth = _family(family).script.format(top=top, noiopad="" if iopads else " -noiopad")
+    return "; ".join([
         # ABC9's reintegration can assert on clashing net names in large
         # designs (yosys issues #4349, #4451); splitting nets before LUT
         # mapping, as yosys's ASIC flows do, avoids it.
         f"{synth} -run :map_luts",
         "splitnets",
         f"{synth} -run map_luts:",
-        "tee -q -o stat.json stat -json",
     ])
+
+
+def _synthesize(filename, text, read_command, *, top, family, iopads, timeout, log_path):
+    script = "; ".join([read_command, synthesis_script(top=top, family=family, iopads=iopads),
+                        "tee -q -o stat.json stat -json"])
     with tempfile.TemporaryDirectory(prefix="fecaffe-synth-") as tmp:
         workdir = pathlib.Path(tmp)
         (workdir / filename).write_text(text)

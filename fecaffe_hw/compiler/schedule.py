@@ -323,7 +323,7 @@ class _Builder:
                   kernel_w=rec["kernel"][1], stride_h=rec["stride"][0],
                   stride_w=rec["stride"][1], pad_h=rec["pad"][0], pad_w=rec["pad"][1],
                   out_h=rec["out_hw"][0], out_w=rec["out_hw"][1], images=rec["images"],
-                  group=rec.get("group", 1))
+                  group=rec.get("group", 1), out_channels=rec.get("num_output", c))
 
     def weight_fields(self, rec, transpose=False):
         w = self.region(f"{rec['name']}/0.weight")

@@ -38,6 +38,7 @@ from .cores.csr_bank import CsrBank
 from .cores.host_link import UartHostLink
 from .cores.memory_arbiter import MemoryArbiter
 from .cores.sequencer import PoolGeometry, Sequencer
+from .compiler.plan import buffer_depths
 from .errors import PlanError
 from .runtime.regmap import PCIE_REGISTERS, REGISTERS, register
 
@@ -53,12 +54,6 @@ ON_CHIP_MEMORY_LIMIT = 4 << 20
 
 #: Byte address bits of the PCIe link's AXI4-Lite port (a 64 KiB BAR0).
 PCIE_CSR_ADDR_WIDTH = 16
-
-
-def _buffer_words(plan, name, lanes):
-    """Scratchpad depth in words of ``lanes`` elements, both halves together."""
-    spec = plan.buffers[name]
-    return max(2, -(-spec["depth"] * spec.get("halves", 1) // lanes))
 
 
 class Soc(wiring.Component):
@@ -113,9 +108,9 @@ class Soc(wiring.Component):
         self._sequencer = Sequencer(
             rows=plan.rows, cols=plan.cols, data_width=plan.data_width,
             acc_width=plan.acc_width,
-            a_depth=min(_buffer_words(plan, "A", plan.rows), 1 << 16),
-            b_depth=min(_buffer_words(plan, "B", plan.cols), 1 << 16),
-            c_depth=min(_buffer_words(plan, "C", plan.cols), 1 << 16),
+            **dict(zip(("a_depth", "b_depth", "c_depth"), buffer_depths(plan))),
+            eltwise_in_frac=plan.units.get("eltwise", {}).get("in_frac", 12),
+            eltwise_aux_frac=plan.units.get("eltwise", {}).get("aux_frac", 15),
             # One pooling engine configuration per geometry the net pools with.
             pool_geometries=tuple(PoolGeometry.from_layer(layer) for layer in plan.layers
                                   if layer["type"] == "Pooling"))

@@ -39,7 +39,8 @@ Semantics, in brief (the sequencer task refines them in its own docs):
 * ``GEMM``: ``C[m x n] (+)= A[m x k] @ B[k x n]`` on the systolic array,
   ``ACCUMULATE`` adds to the C buffer instead of overwriting, ``TRANSPOSE_A``/
   ``TRANSPOSE_B`` read an operand transposed, ``BIAS`` adds the bias vector
-  at ``bias_addr`` (one per row) when the tile is complete.
+  at ``bias_addr`` (one per row, shifted left by ``bias_shift`` to the
+  accumulator's frac) when the tile is complete.
 * ``POOL_FWD``/``POOL_BWD``: pool channels ``c0 .. c0+channels`` of images
   ``n0 .. n0+images`` from ``src`` to ``dst``; MAX keeps/reads window indices
   at ``index_addr``.
@@ -200,7 +201,7 @@ LAYOUTS = {
     Opcode.GEMM: (
         Field("a_offset", 2, 0, 24), Field("b_offset", 3, 0, 24), Field("c_offset", 4, 0, 24),
         Field("m", 5, 0, 16), Field("n", 5, 16, 16), Field("k", 6, 0, 24),
-        Field("bias_addr", 7, 0, 32)),
+        Field("bias_shift", 6, 24, 8), Field("bias_addr", 7, 0, 32)),
     Opcode.POOL_FWD: (
         Field("src", 2, 0, 32), Field("dst", 3, 0, 32), Field("index_addr", 4, 0, 32),
         Field("c0", 5, 0, 16), Field("channels", 5, 16, 16),

@@ -42,11 +42,14 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+import numpy as np
+
 from ..errors import NetError, PlanError
+from ..fixedpoint import Format
 from .boards import BRAM36_BYTES, board as lookup_board
 from .formats import calibrate, formats_from_json, formats_to_json, param_key
 
-__all__ = ["Plan", "Region", "plan_network", "SUPPORTED_TYPES", "HOST_TYPES", "layer_gemms",
+__all__ = ["Plan", "Region", "plan_network", "buffer_depths", "SUPPORTED_TYPES", "HOST_TYPES", "layer_gemms",
            "elem_bytes"]
 
 #: Layer types the hardware runs (host types run on the host).
@@ -108,10 +111,43 @@ class Region:
     size: int
     shape: tuple
     elem_bytes: int
+    row: int = 0     # elements per stored row (0: dense)
+    pitch: int = 0   # elements between the starts of stored rows
 
     @property
     def end(self):
         return self.offset + self.size
+
+    @property
+    def count(self):
+        return math.prod(self.shape)
+
+    @property
+    def dtype(self):
+        return {1: "<u1", 2: "<i2", 4: "<i4", 8: "<i8"}[self.elem_bytes]
+
+    def pack(self, values):
+        """The stored bytes of ``count`` integer ``values``: rows of ``row``
+        elements ``pitch`` apart (the DMA needs word-aligned rows), padded with
+        zeros."""
+        flat = np.asarray(values).astype(self.dtype).ravel()
+        if flat.size != self.count:
+            raise ValueError(f"{self.name} holds {self.count} elements, not {flat.size}")
+        if not self.row:
+            return flat.tobytes()
+        rows = -(-flat.size // self.row)
+        out = np.zeros((rows, self.pitch), dtype=self.dtype)
+        padded = np.zeros(rows * self.row, dtype=self.dtype)
+        padded[:flat.size] = flat
+        out[:, :self.row] = padded.reshape(rows, self.row)
+        return out.tobytes()
+
+    def unpack(self, raw):
+        """The ``count`` values (int64, shaped) of the region's stored bytes."""
+        flat = np.frombuffer(bytes(raw), dtype=self.dtype)
+        if self.row:
+            flat = flat.reshape(-1, self.pitch)[:, :self.row].ravel()
+        return flat[:self.count].astype(np.int64).reshape(self.shape)
 
 
 @dataclass
@@ -193,6 +229,16 @@ class Plan:
 
 
 # -- the network -------------------------------------------------------------------
+
+def buffer_depths(plan):
+    """``(a_depth, b_depth, c_depth)``: the scratchpads' words (both halves)
+    the SoC builds for ``plan``; a word holds one element per array row (A)
+    or column (B, C)."""
+    def words(name, lanes):
+        spec = plan.buffers[name]
+        return min(max(2, -(-spec["depth"] * spec.get("halves", 1) // lanes)), 1 << 16)
+    return words("A", plan.rows), words("B", plan.cols), words("C", plan.cols)
+
 
 def _load_param(net_param_or_path, phase, batch, input_shapes):
     from ..caffe import caffe_pb2, prototxt
@@ -326,7 +372,7 @@ def layer_gemms(rec):
 
 def plan_network(net_param_or_path, board, *, rows=None, cols=None, width=16, training=True,
                  batch=None, overrides=None, input_shapes=None, calibration=None,
-                 margin_bits=1, seed=0):
+                 margin_bits=1, seed=0, weights=None):
     """Plan ``net_param_or_path`` (prototxt path or NetParameter) for ``board``.
 
     ``rows``/``cols`` fix the array (default: sized to the DSP budget);
@@ -336,7 +382,8 @@ def plan_network(net_param_or_path, board, *, rows=None, cols=None, width=16, tr
     :func:`~fecaffe_hw.compiler.formats.calibrate`); ``input_shapes``
     (``{top: shape}``) gives Data layers' shapes; ``calibration`` is an
     iterable of input batches for the format calibration (default: one
-    synthetic batch, seeded by ``seed``).
+    synthetic batch, seeded by ``seed``); ``weights`` a .caffemodel path the
+    calibration runs with (default: the fillers, seeded by ``seed``).
 
     Raises :class:`PlanError` for a layer the hardware cannot run, an array
     or buffer that does not fit the board, or a net whose tensors do not fit
@@ -353,6 +400,8 @@ def plan_network(net_param_or_path, board, *, rows=None, cols=None, width=16, tr
     param = _load_param(net_param_or_path, phase, batch, input_shapes)
     try:
         net = Net(param, phase=phase, seed=seed)
+        if weights is not None:
+            net.copy_from(weights)
     except NetError as error:
         raise PlanError(error.message, layer=error.layer) from error
     if len(net.layers) >= 1 << 16:
@@ -367,18 +416,23 @@ def plan_network(net_param_or_path, board, *, rows=None, cols=None, width=16, tr
     except ValueError as error:
         raise PlanError(str(error)) from None
 
+    table_frac = _align_table_formats(layers, formats, overrides)
     units = _units(layers, training)
+    if table_frac is not None:
+        units["eltwise"].update(in_frac=table_frac, aux_frac=table_frac)
     gemms = [(rec, p, dims) for rec in layers for p, dims in layer_gemms(rec).items()
              if p == "forward" or training]
     k_max = max((dims[2] for _, _, dims in gemms), default=1)
     acc_width = min(48, 2 * width + max(1, math.ceil(math.log2(max(k_max, 2)))))
     dsp, logic, rows, cols = _size_array(brd, units, width, acc_width, rows, cols)
     grad_bits = min(48, width + math.ceil(math.log2(max(batch_size, 2))) + 2)
+    _align_bias_formats(layers, formats, acc_width - width)
+    _align_alias_formats(layers, formats)
 
     data_bytes = elem_bytes(width)
     on_chip = brd.memory is None
     align = 64 if on_chip else 256
-    layout = _layout(net, layers, training, data_bytes, elem_bytes(grad_bits), align)
+    layout = _layout(net, layers, training, data_bytes, elem_bytes(grad_bits), align, rows)
     used = max((r.end for r in layout), default=0)
 
     bram, buffers, residency, notices = _size_memory(
@@ -400,6 +454,57 @@ def plan_network(net_param_or_path, board, *, rows=None, cols=None, width=16, tr
                 cols=cols, units=units, dsp=dsp, logic=logic, bram=bram, buffers=buffers,
                 memory=memory, layout=layout, formats=formats, layers=layers,
                 residency=residency, notices=notices)
+
+
+def _align_alias_formats(layers, formats):
+    """Split, Flatten and inference Dropout tops share their bottom's memory,
+    so they read it in the bottom's data format (diffs stay their own)."""
+    for rec in layers:
+        if rec["type"] in _ALIAS_TYPES:
+            for top in rec["tops"]:
+                if top not in rec["bottoms"]:
+                    formats[top] = {**formats[top],
+                                    "data": formats[rec["bottoms"][0]]["data"]}
+
+
+def _align_bias_formats(layers, formats, max_shift):
+    """Give every bias a frac the array can align with a left shift.
+
+    A GEMM adds the bias to accumulators of frac ``frac(weight) + frac(input)``
+    after shifting it left by ``bias_shift`` (0..``max_shift``, the DMA's
+    range); a bias calibrated finer than that loses the bits the sum would
+    drop anyway, one coarser than the shift reaches is made finer.
+    """
+    for rec in layers:
+        if rec["type"] not in ("Convolution", "InnerProduct") or not rec.get("bias"):
+            continue
+        key = param_key(rec["name"], 1)
+        acc_frac = (formats[param_key(rec["name"], 0)]["data"].frac
+                    + formats[rec["bottoms"][0]]["data"].frac)
+        fmt = formats[key]["data"]
+        frac = min(max(fmt.frac, acc_frac - max_shift), acc_frac)
+        if frac != fmt.frac:
+            formats[key] = {**formats[key], "data": Format(fmt.bits, frac)}
+
+
+def _align_table_formats(layers, formats, overrides):
+    """One frac for every Sigmoid/TanH input and output (or None without any).
+
+    The elementwise unit's tables are built for one input frac and one
+    backward ``y`` frac (the ISA carries only a shift), and an in-place layer
+    makes its input and output one blob: so all of them share the coarsest
+    calibrated frac, which keeps every range (or the coarsest overridden one:
+    an explicit format wins).
+    """
+    blobs = {b for rec in layers if rec["type"] in ("Sigmoid", "TanH")
+             for b in rec["bottoms"][:1] + rec["tops"][:1]}
+    if not blobs:
+        return None
+    chosen = [b for b in blobs if b in (overrides or {})] or blobs
+    frac = max(4, min(formats[b]["data"].frac for b in chosen))
+    for b in blobs:
+        formats[b] = {**formats[b], "data": Format(formats[b]["data"].bits, frac)}
+    return frac
 
 
 def _units(layers, training):
@@ -469,15 +574,24 @@ def _size_array(brd, units, width, acc_width, rows, cols):
     return dsp, logic, rows, cols
 
 
-def _layout(net, layers, training, data_bytes, grad_bytes, align):
+def _layout(net, layers, training, data_bytes, grad_bytes, align, rows):
     regions = []
     cursor = 0
 
-    def add(name, kind, shape, nbytes_each):
+    def add(name, kind, shape, nbytes_each, row=0):
         nonlocal cursor
-        size = max(1, math.prod(shape)) * nbytes_each
-        regions.append(Region(name, kind, cursor, size, tuple(shape), nbytes_each))
+        count = max(1, math.prod(shape))
+        pitch = row + (row * nbytes_each) % 4 // nbytes_each if row else 0
+        size = (-(-count // row) * pitch if row else count) * nbytes_each
+        regions.append(Region(name, kind, cursor, size, tuple(shape), nbytes_each, row, pitch))
         cursor = -(-(cursor + size) // align) * align
+
+    def param_row(rec, j, shape):
+        # GEMM operands: weight rows and the biases of one array-row block
+        # start on 32-bit words, as the DMA reads them.
+        if rec["type"] not in ("Convolution", "InnerProduct"):
+            return 0
+        return math.prod(shape[1:]) if j == 0 else rows
 
     # Data aliases: Split/Flatten/inference Dropout tops are their bottom.
     root = {}
@@ -501,10 +615,11 @@ def _layout(net, layers, training, data_bytes, grad_bytes, align):
     inputs = set(net.inputs)
     for rec in layers:
         for j, p in enumerate(rec["params"]):
-            add(f"{p['key']}.weight", "weight", p["shape"], data_bytes)
+            row = param_row(rec, j, p["shape"])
+            add(f"{p['key']}.weight", "weight", p["shape"], data_bytes, row)
             if training and p["learn"]:
-                add(f"{p['key']}.gradient", "gradient", p["shape"], grad_bytes)
-                add(f"{p['key']}.history", "history", p["shape"], data_bytes)
+                add(f"{p['key']}.gradient", "gradient", p["shape"], grad_bytes, row)
+                add(f"{p['key']}.history", "history", p["shape"], data_bytes, row)
     for name, blob in net.blobs.items():
         if name in root:
             continue

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from ..runtime import isa
 from ..runtime.isa import Buffer, EltwiseOp, Flag, HostOp, Opcode, PoolKind, Stage, Unit
-from .plan import HOST_TYPES, layer_gemms
+from .plan import HOST_TYPES, buffer_depths, layer_gemms
 
 __all__ = ["Command", "Schedule", "build_schedule", "LINK_BYTES_PER_SECOND"]
 
@@ -172,12 +172,11 @@ class _Builder:
         return self.latency + math.ceil(nbytes / self.bpc)
 
     def load(self, rec, stage, buf, rows, cols, operand, **fields):
-        offset = (self.loads[buf] % 2) * self.half[buf.name]
+        lanes = self.plan.rows if buf == Buffer.A else self.plan.cols
+        words = buffer_depths(self.plan)[int(buf)]
+        offset = (self.loads[buf] % 2) * (words // 2) * lanes
         self.loads[buf] += 1
-        self.emit(Opcode.DMA_LOAD, rec, stage, func=int(buf), offset=offset, rows=rows,
-                  cols=cols, cycles=self.dma_cycles(rows * cols * self.eb),
-                  operands={"operand": operand, "buffer": buf.name, "tile": [rows, cols]},
-                  **fields)
+        self.load_at(rec, stage, buf, offset, rows, cols, operand, **fields)
         return offset
 
     # -- GEMM tiling ----------------------------------------------------------
@@ -196,8 +195,8 @@ class _Builder:
             tm = max(min(m, rows), (tm - rows) // rows * rows)
         return tm, tk, tn
 
-    def gemm(self, rec, stage, dims, a, b, c, *, shift, bias_addr=None, per_k_output=False,
-             k_step=1, flags=0):
+    def gemm(self, rec, stage, dims, a, b, c, *, shift, bias_addr=None, bias_shift=0,
+             per_k_output=False, k_step=1, flags=0):
         """Tiled ``C = A @ B``. ``a``/``b`` give DMA fields of a tile, ``c`` emits the output."""
         groups, m, k, n = dims
         tm, tk, tn = self.tiles(m, k, n, k_step)
@@ -223,6 +222,7 @@ class _Builder:
                         if bias_addr is not None and last:
                             gflags |= Flag.BIAS
                             extra["bias_addr"] = bias_addr + (g * m + m0) * self.eb
+                            extra["bias_shift"] = bias_shift
                         self.emit(Opcode.GEMM, rec, stage, a_offset=a_off, b_offset=b_off,
                                   c_offset=0, m=mm, n=nn, k=kk, flags=int(gflags),
                                   macs=mm * kk * nn,
@@ -235,8 +235,8 @@ class _Builder:
                     if not per_k_output:
                         c(g, m0, mm, n0, nn, shift)
 
-    def store(self, rec, stage, rows, cols, shift, **fields):
-        self.emit(Opcode.DMA_STORE, rec, stage, func=int(Buffer.C), offset=0, rows=rows,
+    def store(self, rec, stage, rows, cols, shift, offset=0, **fields):
+        self.emit(Opcode.DMA_STORE, rec, stage, func=int(Buffer.C), offset=offset, rows=rows,
                   cols=cols, shift=shift, cycles=self.dma_cycles(rows * cols * self.eb),
                   operands={"tile": [rows, cols]}, **fields)
 
@@ -280,10 +280,8 @@ class _Builder:
             self.emit(Opcode.HOST, rec, Stage.HOST, func=int(HostOp.INPUT), addr=data.offset,
                       count=nbytes, label_addr=self.region(labels[0]).offset if labels else 0,
                       cycles=nbytes / self.host_rate, operands={"blobs": rec["tops"]})
-        elif t == "Convolution":
-            self.conv_forward(rec)
-        elif t == "InnerProduct":
-            self.ip_forward(rec)
+        elif t in ("Convolution", "InnerProduct"):
+            self.gemm_forward(rec)
         elif t == "Pooling":
             self.pool(rec, backward=False)
         elif t in ("ReLU", "Sigmoid", "TanH"):
@@ -325,6 +323,13 @@ class _Builder:
                   out_h=rec["out_hw"][0], out_w=rec["out_hw"][1], images=rec["images"],
                   group=rec.get("group", 1), out_channels=rec.get("num_output", c))
 
+    def bias_shift(self, rec):
+        """Left shift of the bias onto the accumulator's frac (the plan keeps it >= 0)."""
+        if not rec["bias"]:
+            return 0
+        return (self.frac(f"{rec['name']}/0") + self.frac(rec["bottoms"][0])
+                - self.frac(f"{rec['name']}/1"))
+
     def weight_fields(self, rec, transpose=False):
         w = self.region(f"{rec['name']}/0.weight")
         k = math.prod(w.shape[1:])
@@ -338,44 +343,98 @@ class _Builder:
             return {"addr": w.offset + ((base + r0) * k + c0) * self.eb, "stride": k * self.eb}
         return fields
 
-    def conv_forward(self, rec):
-        self.geometry(rec, Unit.LINE_BUFFER)
-        dims = layer_gemms(rec)["forward"]
+    def gemm_geometry(self, rec):
+        """SET_GEOMETRY for a Convolution, or an InnerProduct seen as a 1x1
+        convolution of ``K`` channels on a 1x1 map per image, so both move
+        their tiles with IM2COL/FMAP (element-granular, any shape)."""
+        if rec["type"] == "Convolution":
+            self.geometry(rec, Unit.LINE_BUFFER)
+            return
+        self.emit(Opcode.SET_GEOMETRY, rec, Stage.FORWARD, unit=int(Unit.LINE_BUFFER),
+                  channels=rec["k"], height=1, width=1, kernel_h=1, kernel_w=1, stride_h=1,
+                  stride_w=1, pad_h=0, pad_w=0, out_h=1, out_w=1, images=rec["m"], group=1,
+                  out_channels=rec["num_output"])
+
+    def gemm_forward(self, rec):
+        """``Y = W * im2col(X) + b`` on array-sized tiles.
+
+        Per group, C holds up to ``c_depth`` rows of one block of ``cols``
+        positions. Weights (A: one load per block of ``rows`` output
+        channels) stay resident across all position blocks when every block
+        of the group fits half the A buffer; otherwise K is split into chunks
+        reloaded per position block. Each B tile (IM2COL, ``tk x cols``) is
+        loaded once and used by every channel block; loads alternate buffer
+        halves so the DMA fills one while the array reads the other.
+        """
+        self.gemm_geometry(rec)
+        rows, cols = self.plan.rows, self.plan.cols
+        a_words, b_words, c_words = buffer_depths(self.plan)
+        groups, m_g, k_g, n = layer_gemms(rec)["forward"]
         x = self.region(f"{rec['bottoms'][0]}.data")
         y = self.region(f"{rec['tops'][0]}.data")
-        wkey, bkey = f"{rec['name']}/0", f"{rec['name']}/1"
-        _, m, k, _ = dims
-        shift = (self.frac(wkey) + self.frac(rec["bottoms"][0])) - self.frac(rec["tops"][0])
-        bias = self.region(f"{bkey}.weight").offset if rec["bias"] else None
+        w = self.region(f"{rec['name']}/0.weight")
+        bias = self.region(f"{rec['name']}/1.weight") if rec["bias"] else None
+        shift = (self.frac(f"{rec['name']}/0") + self.frac(rec["bottoms"][0])
+                 - self.frac(rec["tops"][0]))
+        transposed = rec["type"] == "InnerProduct" and rec["transpose"]
+        m_pass = min(m_g, max(rows, c_words // rows * rows))
+        for g in range(groups):
+            for ms in range(0, m_g, m_pass):
+                mm_pass = min(m_pass, m_g - ms)
+                blocks = [(ms + i, min(rows, ms + mm_pass - (ms + i)))
+                          for i in range(0, mm_pass, rows)]
+                tk = min(k_g, b_words // 2, max(1, a_words // 2 // len(blocks)))
+                if tk < k_g and tk > 1:
+                    tk -= tk % 2        # chunks start on words of the weight rows
+                resident = tk == k_g
+                for n0 in range(0, n, cols):
+                    nn = min(cols, n - n0)
+                    for k0 in range(0, k_g, tk):
+                        kk = min(tk, k_g - k0)
+                        a_half = (k0 // tk) % 2 * (a_words // 2)
+                        if not resident or n0 == 0:
+                            for i, (m0, mm) in enumerate(blocks):
+                                row0 = g * m_g + m0
+                                if transposed:   # W is K x O: memory rows are W's columns
+                                    fields = {"addr": w.offset + (k0 * w.pitch + row0) * self.eb,
+                                              "stride": w.pitch * self.eb,
+                                              "flags": int(Flag.TRANSPOSE_A)}
+                                else:
+                                    fields = {"addr": w.offset + (row0 * w.pitch + k0) * self.eb,
+                                              "stride": w.pitch * self.eb}
+                                self.load_at(rec, Stage.FORWARD, Buffer.A,
+                                             (a_half + i * kk) * rows, mm, kk, "A", **fields)
+                        b_off = self.load(rec, Stage.FORWARD, Buffer.B, kk, nn, "B",
+                                          addr=x.offset, k0=g * k_g + k0, col0=n0,
+                                          flags=int(Flag.IM2COL))
+                        last = k0 + kk == k_g
+                        for i, (m0, mm) in enumerate(blocks):
+                            gflags = 0 if k0 == 0 else Flag.ACCUMULATE
+                            extra = {}
+                            if bias is not None and last:
+                                gflags |= Flag.BIAS
+                                row0 = g * m_g + m0
+                                # Bias blocks of ``rows`` start on words (plan layout).
+                                extra = {"bias_addr": bias.offset
+                                         + (row0 // rows * bias.pitch + row0 % rows) * self.eb,
+                                         "bias_shift": self.bias_shift(rec)}
+                            self.emit(Opcode.GEMM, rec, Stage.FORWARD,
+                                      a_offset=(a_half + i * kk) * rows, b_offset=b_off,
+                                      c_offset=(m0 - ms) * cols, m=mm, n=nn, k=kk,
+                                      flags=int(gflags), macs=mm * nn * kk,
+                                      cycles=max(kk, rows) + rows + cols + 4,
+                                      operands={"tile": [mm, kk, nn], "at": [g, m0, k0, n0]},
+                                      **extra)
+                    for m0, mm in blocks:
+                        self.store(rec, Stage.FORWARD, mm, nn, shift, addr=y.offset,
+                                   k0=g * m_g + m0, col0=n0, flags=int(Flag.FMAP),
+                                   offset=(m0 - ms) * cols)
 
-        def b(g, k0, kk, n0, nn):
-            return {"addr": x.offset, "k0": g * k + k0, "col0": n0, "flags": int(Flag.IM2COL)}
-
-        def c(g, m0, mm, n0, nn, shift):
-            self.store(rec, Stage.FORWARD, mm, nn, shift, addr=y.offset, k0=g * m + m0,
-                       col0=n0, flags=int(Flag.FMAP))
-        self.gemm(rec, Stage.FORWARD, dims, self.weight_fields(rec), b, c, shift=shift,
-                  bias_addr=bias)
-
-    def ip_forward(self, rec):
-        dims = layer_gemms(rec)["forward"]
-        _, o, k, mb = dims
-        x = self.region(f"{rec['bottoms'][0]}.data")
-        y = self.region(f"{rec['tops'][0]}.data")
-        wkey, bkey = f"{rec['name']}/0", f"{rec['name']}/1"
-        shift = (self.frac(wkey) + self.frac(rec["bottoms"][0])) - self.frac(rec["tops"][0])
-        bias = self.region(f"{bkey}.weight").offset if rec["bias"] else None
-
-        def b(g, k0, kk, n0, nn):   # X^T tile: rows n0.. of X, columns k0..
-            return {"addr": x.offset + (n0 * k + k0) * self.eb, "stride": k * self.eb,
-                    "flags": int(Flag.TRANSPOSE_B)}
-
-        def c(g, m0, mm, n0, nn, shift):   # Y^T tile back into Y (Mb x O)
-            self.store(rec, Stage.FORWARD, mm, nn, shift,
-                       addr=y.offset + (n0 * o + m0) * self.eb, stride=o * self.eb,
-                       flags=int(Flag.TRANSPOSE_B))
-        self.gemm(rec, Stage.FORWARD, dims, self.weight_fields(rec, rec["transpose"]), b, c,
-                  shift=shift, bias_addr=bias)
+    def load_at(self, rec, stage, buf, offset, rows, cols, operand, **fields):
+        self.emit(Opcode.DMA_LOAD, rec, stage, func=int(buf), offset=offset, rows=rows,
+                  cols=cols, cycles=self.dma_cycles(rows * cols * self.eb),
+                  operands={"operand": operand, "buffer": buf.name, "tile": [rows, cols]},
+                  **fields)
 
     def pool(self, rec, *, backward):
         stage = Stage.BACKWARD_DATA if backward else Stage.FORWARD

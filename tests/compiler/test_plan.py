@@ -2,6 +2,8 @@
 
 import json
 import math
+
+import numpy as np
 from pathlib import Path
 
 import pytest
@@ -83,7 +85,13 @@ def test_layout_disjoint_aligned(net, board_name, training):
     real = sorted((r for r in plan.layout if r.kind != "alias"), key=lambda r: r.offset)
     for r in real:
         assert r.offset % align == 0, r
-        assert r.size == max(1, math.prod(r.shape)) * r.elem_bytes
+        if r.row:     # rows start on 32-bit words; the padding is all that is added
+            assert r.pitch * r.elem_bytes % 4 == 0 and r.row <= r.pitch < r.row + 4, r
+            assert r.size == -(-max(1, math.prod(r.shape)) // r.row) * r.pitch * r.elem_bytes
+            values = np.arange(r.count) % 97 - 40
+            assert (r.unpack(r.pack(values)) == values.reshape(r.shape)).all()
+        else:
+            assert r.size == max(1, math.prod(r.shape)) * r.elem_bytes
     for a, b in zip(real, real[1:]):
         assert a.end <= b.offset, (a, b)
     assert real[-1].end <= plan.memory["size"]
@@ -146,5 +154,8 @@ def test_overrides_and_batch():
     plan = plan_network(ODD_IP, "arty", batch=5, overrides={"sig": Format(16, 15)})
     assert plan.batch == 5 and plan.region("data.data").shape == (5, 3, 5, 4)
     assert plan.formats["sig"]["data"] == Format(16, 15)
+    # The Sigmoid tables serve one frac: the override sets it for every table blob.
+    assert plan.units["eltwise"]["in_frac"] == plan.units["eltwise"]["aux_frac"] == 15
+    assert plan.formats["rows"]["data"] == Format(16, 15)
     with pytest.raises(PlanError, match="nonexistent"):
         plan_network(ODD_IP, "arty", overrides={"nonexistent": Format(16, 8)})

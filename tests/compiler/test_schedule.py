@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from fecaffe_hw.compiler import build_schedule, plan_network
+from fecaffe_hw.compiler.plan import buffer_depths
 from fecaffe_hw.reference.layer import TEST, TRAIN
 from fecaffe_hw.reference.net import Net
 from fecaffe_hw.runtime import isa
@@ -77,19 +78,19 @@ def test_lenet_command_counts(lenet):
 
 
 def test_tiles_fit_buffers(lenet):
+    """Forward GEMMs are array-sized and their operands lie in the buffers
+    (the NumPy machine checks every command of whole schedules in tests/sim)."""
     plan, schedule = lenet
-    for c in schedule.commands("train"):
+    a_words, b_words, c_words = buffer_depths(plan)
+    for c in schedule.commands("inference"):
         if c.opcode == Opcode.GEMM:
-            m, k, n = c.operands["tile"]
-            assert m * k <= plan.buffers["A"]["depth"]
-            assert k * n <= plan.buffers["B"]["depth"]
-            assert m * n <= plan.buffers["C"]["depth"]
-            assert c.macs == m * k * n
-        if c.opcode == Opcode.DMA_LOAD:
-            buf = isa.Buffer(c.fields["func"]).name
-            depth = plan.buffers[buf]["depth"]
-            assert c.fields["offset"] in (0, depth)      # double buffered halves
-            assert c.fields["rows"] * c.fields["cols"] <= depth
+            f = c.fields
+            assert 1 <= f["m"] <= plan.rows and 1 <= f["n"] <= plan.cols
+            assert f["a_offset"] % plan.rows == 0 and f["b_offset"] % plan.cols == 0
+            assert f["a_offset"] // plan.rows + f["k"] <= a_words
+            assert f["b_offset"] // plan.cols + f["k"] <= b_words
+            assert f["c_offset"] // plan.cols + f["m"] <= c_words
+            assert c.macs == f["m"] * f["n"] * f["k"]
 
 
 def test_resident_weights_load_once(lenet):
@@ -97,7 +98,9 @@ def test_resident_weights_load_once(lenet):
     assert plan.residency["conv1"] == "resident"
     loads = [c for c in schedule.commands("inference") if c.layer == "conv1"
              and c.opcode == Opcode.DMA_LOAD and c.operands["operand"] == "A"]
-    assert len(loads) == 1
+    # One load per block of array rows, each weight exactly once.
+    assert len(loads) == -(-20 // plan.rows)
+    assert sum(c.fields["rows"] * c.fields["cols"] for c in loads) == 20 * 25
 
 
 def test_words_decode_to_the_commands(lenet):

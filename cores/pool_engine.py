@@ -1,4 +1,4 @@
-"""Pool engine: runs the ``POOL_FWD`` command memory to memory.
+"""Pool engine: runs ``POOL_FWD`` and ``POOL_BWD`` memory to memory.
 
 Feature maps are NCHW ``int16`` in tensor memory (the compiler's layout), so
 one ``(n, c)`` plane is ``H * W`` contiguous elements in raster order: fed
@@ -8,25 +8,36 @@ values come out in the NCHW order of the top. The channel tile ``c0 ..
 c0 + channels`` of one image is one contiguous run in memory (input and
 output), so a command is ``images`` runs.
 
+Backward runs the same way the other way round: the top gradient ``dy``
+(and for MAX the forward's index bytes, one per output in the same NCHW
+order) streams plane after plane into a one-channel
+:class:`~fecaffe_hw.cores.pooling.PoolingBackward`, which scatter-adds a
+plane into its scratch plane (``H * W`` sums) and streams it out in raster
+order: the NCHW order of the bottom gradient ``dx``. The sums are kept
+exact (``16 + clog2(overlap)`` bits) and requantised once, as
+:func:`fecaffe_hw.fixedpoint.pooling.pool_backward` defines.
+
 Window geometry is fixed when a line buffer is elaborated, while
 ``SET_GEOMETRY`` arrives at run time: the engine holds one line buffer (and
-a MAX and/or AVE :class:`~fecaffe_hw.cores.pooling.Pooling` core) per
-:class:`PoolGeometry` it is built for, and the command selects one.
+a MAX and/or AVE :class:`~fecaffe_hw.cores.pooling.Pooling` core, and with
+``backward`` a :class:`~fecaffe_hw.cores.pooling.PoolingBackward` per kind)
+per :class:`PoolGeometry` it is built for, and the command selects one.
 """
 
 import dataclasses
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 
+from fecaffe_hw.fixedpoint.pooling import overlap_count
 from fecaffe_hw.fixedpoint.windows import window_geometry
 from fecaffe_hw.runtime import isa
 
 from .eltwise import saturate
 from .line_buffer import LineBuffer
 from .memory_port import MAX_BURST_WORDS, engine_members
-from .pooling import Pooling, PoolKind
+from .pooling import Pooling, PoolingBackward, PoolKind
 
 __all__ = ["PoolGeometry", "PoolEngine", "PoolCommand", "ELEMENT_WIDTH", "MAX_SHIFT"]
 
@@ -34,6 +45,8 @@ ELEMENT_WIDTH = 16
 #: ``|shift|`` limit of the requantisation after pooling.
 MAX_SHIFT = 15
 _KINDS = {isa.PoolKind.MAX: PoolKind.MAX, isa.PoolKind.AVE: PoolKind.AVE}
+#: Read bursts in flight at once (each one's destination FIFO is queued).
+_READS_IN_FLIGHT = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,10 +97,13 @@ class PoolGeometry:
 
 def PoolCommand(geometries):
     """Payload of ``PoolEngine.cmd``: the geometry index and the command's
-    fields; ``total`` is the blob's channel count (SET_GEOMETRY ``channels``)."""
+    fields; ``total`` is the blob's channel count (SET_GEOMETRY ``channels``),
+    ``backward`` selects POOL_BWD (``src`` the top gradient, ``dst`` the
+    bottom gradient, ``index_addr`` the MAX indices read)."""
     return data.StructLayout({
         "geometry": range(max(1, len(geometries))),
         "kind": 1,
+        "backward": 1,
         "src": 32, "dst": 32, "index_addr": 32,
         "write_index": 1,
         "c0": 16, "channels": 16, "n0": 16, "images": 16, "total": 16,
@@ -95,33 +111,51 @@ def PoolCommand(geometries):
     })
 
 
-class PoolEngine(wiring.Component):
-    """``POOL_FWD`` from tensor memory to tensor memory (see the module docstring).
+def _backward_shape(geometry):
+    # Exact sums of int16 gradients: at most overlap_count windows meet at a pixel.
+    return signed(ELEMENT_WIDTH + (overlap_count(geometry.kernel, geometry.stride) - 1)
+                  .bit_length())
 
-    For each image ``n`` of ``n0 .. n0 + images``, reads channels ``c0 ..
-    c0 + channels`` (``H * W`` elements each) at ``src + 2 * ((n * total + c)
-    * H * W)``, pools them (bit-exact with ``fixedpoint.pooling.max_pool`` /
-    ``ave_pool``), requantises by ``shift`` (right: round half to even; left:
-    saturating) and writes them NCHW at ``dst``; with ``write_index`` the MAX
-    argmax (``ky * kw + kx``) as one byte per output at ``index_addr``.
+
+class PoolEngine(wiring.Component):
+    """``POOL_FWD`` and ``POOL_BWD`` from tensor memory to tensor memory (see
+    the module docstring).
+
+    Forward: for each image ``n`` of ``n0 .. n0 + images``, reads channels
+    ``c0 .. c0 + channels`` (``H * W`` elements each) at ``src + 2 * ((n *
+    total + c) * H * W)``, pools them (bit-exact with
+    ``fixedpoint.pooling.max_pool`` / ``ave_pool``), requantises by ``shift``
+    (right: round half to even; left: saturating) and writes them NCHW at
+    ``dst``; with ``write_index`` the MAX argmax (``ky * kw + kx``) as one
+    byte per output at ``index_addr``.
+
+    Backward: reads the ``OH * OW`` top gradients of each plane (and, MAX,
+    their index bytes at ``index_addr + (n * total + c) * OH * OW``) and
+    writes the ``H * W`` bottom gradients NCHW at ``dst``, bit-exact with
+    ``fixedpoint.pooling.pool_backward``.
 
     Ports: ``cmd`` (In stream of :func:`PoolCommand`, taken while idle),
     ``done`` (pulse per command, ``fault`` with it if a burst faulted),
     ``busy``, ``mem`` (``Out(MemoryPort())``), ``r_word``/``w_word``/``mem_stall``.
 
     The memory port has no byte enables: outputs must start and end on whole
-    words (:meth:`from_isa` checks). Reads are issued only with room to take
-    them and writes only with their data buffered, so the port never waits on
-    the engine. Throughput: one input pixel per cycle (the line buffer's
-    rate; the port delivers two per cycle); latency memory latency plus the
-    line buffer's fill, plus 4 cycles.
+    words (:meth:`from_isa` checks); inputs may start on any element (byte,
+    for indices). Reads are issued only with room to take them and writes
+    only with their data buffered, so the port never waits on the engine.
+    Throughput forward: one input pixel per cycle (the line buffer's rate;
+    the port delivers two per cycle); latency memory latency plus the line
+    buffer's fill, plus 4 cycles. Backward, per plane: MAX one gradient per
+    cycle, AVE ``kh * kw + 2`` cycles per gradient, then ``H * W + 2`` cycles
+    to stream the plane out (the next plane's gradients wait meanwhile).
 
     Parameters: ``geometries`` (a non-empty tuple of :class:`PoolGeometry`;
     those of one size are merged, their kinds joined),
-    ``chunk_words`` (burst length 1..256).
+    ``chunk_words`` (burst length 1..256), ``backward`` (build the POOL_BWD
+    cores: a scratch plane of ``H * W`` sums of ``16 + clog2(overlap)``
+    bits per geometry and kind, and for AVE a divider).
     """
 
-    def __init__(self, *, geometries, chunk_words=16):
+    def __init__(self, *, geometries, chunk_words=16, backward=True):
         geometries = tuple(geometries)
         if not geometries or not all(isinstance(g, PoolGeometry) for g in geometries):
             raise ValueError(f"Pool engine geometries must be a non-empty tuple of "
@@ -138,11 +172,14 @@ class PoolEngine(wiring.Component):
                 or not 1 <= chunk_words <= MAX_BURST_WORDS):
             raise ValueError(f"Pool engine chunk length must be an integer in "
                              f"[1, {MAX_BURST_WORDS}], not {chunk_words!r}")
-        self._geometries, self._chunk = geometries, chunk_words
+        if not isinstance(backward, bool):
+            raise ValueError(f"Pool engine backward must be a bool, not {backward!r}")
+        self._geometries, self._chunk, self._backward = geometries, chunk_words, backward
         super().__init__(engine_members(PoolCommand(geometries)))
 
     geometries = property(lambda self: self._geometries)
     chunk_words = property(lambda self: self._chunk)
+    backward = property(lambda self: self._backward)
 
     def match(self, m, fields):
         """Decode ``SET_GEOMETRY`` fields (expressions): ``(index, supported)``,
@@ -166,49 +203,63 @@ class PoolEngine(wiring.Component):
         return index, supported
 
     def from_isa(self, m, *, geometry, total, batch, func, flags, src, dst, index_addr,
-                 c0, channels, n0, images, shift):
-        """Decode an ISA ``POOL_FWD`` command (expressions; ``geometry``,
-        ``total``, ``batch`` from the last SET_GEOMETRY) into a
-        :func:`PoolCommand` signal; returns ``(command, legal)``.
+                 c0, channels, n0, images, shift, backward=0):
+        """Decode an ISA ``POOL_FWD`` (``backward`` 0) or ``POOL_BWD``
+        (``backward`` 1, e.g. ``opcode == Opcode.POOL_BWD``) command
+        (expressions; ``geometry``, ``total``, ``batch`` from the last
+        SET_GEOMETRY) into a :func:`PoolCommand` signal; returns ``(command,
+        legal)``.
 
-        Illegal: a kind the selected geometry was not built for; no channel
-        or image, or tiles past ``total`` channels / ``batch`` images; an
+        Illegal: a kind the selected geometry was not built for (any
+        backward in an engine built without ``backward``); no channel or
+        image, or tiles past ``total`` channels / ``batch`` images; an
         address not word aligned; ``|shift| > 15``; outputs (and, written,
-        indices: ``TRAINING``, MAX and a non-zero ``index_addr``) not
-        starting and ending on 32-bit words in each image.
+        indices: forward with ``TRAINING``, MAX and a non-zero
+        ``index_addr``) not starting and ending on 32-bit words in each
+        image; a MAX backward with ``index_addr`` 0 (forward's "no indices").
         """
         cmd = Signal(PoolCommand(self._geometries), name="pool_cmd")
-        write_index = (flags & isa.Flag.TRAINING).any() & (func == isa.PoolKind.MAX) \
-            & (index_addr != 0)
+        backward = Value.cast(backward).bool()
+        is_max = func == isa.PoolKind.MAX
+        write_index = (~backward & (flags & isa.Flag.TRAINING).any() & is_max
+                       & (index_addr != 0))
         m.d.comb += [
-            cmd.geometry.eq(geometry), cmd.kind.eq(func[0]), cmd.src.eq(src), cmd.dst.eq(dst),
+            cmd.geometry.eq(geometry), cmd.kind.eq(func[0]), cmd.backward.eq(backward),
+            cmd.src.eq(src), cmd.dst.eq(dst),
             cmd.index_addr.eq(index_addr), cmd.write_index.eq(write_index),
             cmd.c0.eq(c0), cmd.channels.eq(channels), cmd.n0.eq(n0), cmd.images.eq(images),
             cmd.total.eq(total), cmd.shift.eq(shift),
         ]
         kind_ok = Signal(name="pool_kind_ok")
         out_plane = Signal(16, name="pool_out_plane")
+        dst_plane = Signal(16, name="pool_dst_plane")
         with m.Switch(geometry):
             for i, g in enumerate(self._geometries):
                 with m.Case(i):
                     m.d.comb += [kind_ok.eq(Cat(func == k for k in g.kinds).any()),
-                                 out_plane.eq(g.out_plane)]
+                                 out_plane.eq(g.out_plane),
+                                 dst_plane.eq(Mux(backward, g.plane, g.out_plane))]
 
         # Alignment depends only on the low two bits of each product.
         def low2(value):
             return value[:2]
-        q = low2(out_plane)
-        first = low2((low2(n0) * low2(total) + low2(c0)) * q)   # (n0 * total + c0) * OHW
-        run = low2(low2(channels) * q)                           # channels * OHW
-        step = low2(low2(total) * q)                             # between images
+        base = low2(low2(n0) * low2(total) + low2(c0))       # (n0 * total + c0) mod 4
+
+        def words(plane):
+            q = low2(plane)
+            return (low2(base * q), low2(low2(channels) * q), low2(low2(total) * q))
         one_image = images == 1
+        first, run, step = words(dst_plane)
         out_ok = ~first[0] & ~run[0] & (one_image | ~step[0])
+        first, run, step = words(out_plane)
         idx_ok = (first == 0) & (run == 0) & (one_image | (step == 0))
+        bwd_ok = Const(1) if self._backward else Const(0)
         legal = (kind_ok & (func <= 1) & (channels != 0) & (images != 0)
                  & (c0 + channels <= total) & (n0 + images <= batch)
                  & (src[:2] == 0) & (dst[:2] == 0) & (index_addr[:2] == 0)
                  & (shift >= -MAX_SHIFT) & (shift <= MAX_SHIFT)
-                 & out_ok & (~write_index | idx_ok))
+                 & out_ok & (~write_index | idx_ok)
+                 & (~backward | (bwd_ok & (~is_max | (index_addr != 0)))))
         return cmd, legal
 
     def elaborate(self, platform):
@@ -221,6 +272,8 @@ class PoolEngine(wiring.Component):
         cur = Signal(PoolCommand(geoms))
         busy = Signal()
         m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
+        bwd = cur.backward
+        read_index = bwd & (cur.kind == int(isa.PoolKind.MAX))
 
         # ---- per-command sizes (elements), set up the cycle after the command
         plane = Signal(16)
@@ -229,14 +282,19 @@ class PoolEngine(wiring.Component):
             for i, g in enumerate(geoms):
                 with m.Case(i):
                     m.d.comb += [plane.eq(g.plane), out_plane.eq(g.out_plane)]
+        # Planes read and written: backward reads the pooled size, writes the full.
+        src_plane = Mux(bwd, out_plane, plane)
+        dst_plane = Mux(bwd, plane, out_plane)
         setup = Signal()
         in_step, out_step = Signal(32), Signal(32)     # total * plane: between images
         in_run, out_run = Signal(32), Signal(32)       # channels * plane: one image
         with m.If(setup):
-            m.d.sync += [in_step.eq(cur.total * plane), out_step.eq(cur.total * out_plane),
-                         in_run.eq(cur.channels * plane), out_run.eq(cur.channels * out_plane)]
+            m.d.sync += [in_step.eq(cur.total * src_plane), out_step.eq(cur.total * dst_plane),
+                         in_run.eq(cur.channels * src_plane),
+                         out_run.eq(cur.channels * dst_plane)]
 
-        # ---- read side: per image, the words holding its run of elements --
+        # ---- read side: per image, the words holding its run of elements,
+        # of the input map (rd) and, MAX backward, of the index bytes (ir).
         in_fifo = m.submodules.in_fifo = SyncFIFO(width=32, depth=depth)
         rd_elem = Signal(32)             # element index of this run's first element
         rd_runs = Signal(16)
@@ -251,7 +309,33 @@ class PoolEngine(wiring.Component):
         with m.If(rd_start):
             m.d.sync += [rd_start.eq(0), rd_addr.eq(cur.src + (rd_elem[1:] << 2)),
                          rd_left.eq((rd_elem[0] + in_run + 1) >> 1)]
-        want_read = busy & ~setup & ~rd_start & (rd_left != 0) & (reserved + rd_chunk <= depth)
+
+        ix_fifo = m.submodules.ix_fifo = SyncFIFO(width=32, depth=depth)
+        ir_elem = Signal(32)             # byte index of this run's first index
+        ir_runs = Signal(16)
+        ir_left = Signal(32)
+        ir_addr = Signal(32)
+        ir_start = Signal()
+        ir_chunk = Signal(range(ch + 1))
+        m.d.comb += ir_chunk.eq(Mux(ir_left > ch, ch, ir_left))
+        ix_reserved = Signal(range(depth + 1))
+        ix_reserve, ix_release = Signal(), Signal()
+        m.d.sync += ix_reserved.eq(ix_reserved + Mux(ix_reserve, ir_chunk, 0) - ix_release)
+        with m.If(ir_start):
+            m.d.sync += [ir_start.eq(0), ir_addr.eq(cur.index_addr + Cat(Const(0, 2), ir_elem[2:])),
+                         ir_left.eq((ir_elem[:2] + in_run + 3) >> 2)]
+
+        # Each read burst's destination, in command order: the port returns
+        # read data in that order.
+        tags = m.submodules.read_tags = SyncFIFO(width=10, depth=_READS_IN_FLIGHT)
+        reading = busy & ~setup & tags.w_rdy
+        want_rd = reading & ~rd_start & (rd_left != 0) & (reserved + rd_chunk <= depth)
+        want_ir = reading & ~ir_start & (ir_left != 0) & (ix_reserved + ir_chunk <= depth)
+        prefer_ir = Signal()             # alternate the two when both want a burst
+        pick_ir = want_ir & (~want_rd | prefer_ir)
+        want_read = want_rd | want_ir
+        read_chunk = Signal(9)
+        m.d.comb += read_chunk.eq(Mux(pick_ir, ir_chunk, rd_chunk))
 
         # ---- write side: outputs and indices, per image one run each -------
         out_fifo = m.submodules.out_fifo = SyncFIFO(width=32, depth=depth)
@@ -280,8 +364,8 @@ class PoolEngine(wiring.Component):
         issued, answered = Signal(32), Signal(32)
         fault = Signal()
         with m.If(want_read):
-            m.d.comb += [mem.cmd.valid.eq(1), mem.cmd.payload.addr.eq(rd_addr),
-                         mem.cmd.payload.words.eq(rd_chunk)]
+            m.d.comb += [mem.cmd.valid.eq(1), mem.cmd.payload.addr.eq(Mux(pick_ir, ir_addr, rd_addr)),
+                         mem.cmd.payload.words.eq(read_chunk)]
         with m.Elif(want_out):
             m.d.comb += [mem.cmd.valid.eq(1), mem.cmd.payload.addr.eq(wo_addr),
                          mem.cmd.payload.words.eq(wo_chunk), mem.cmd.payload.write.eq(1)]
@@ -289,14 +373,26 @@ class PoolEngine(wiring.Component):
             m.d.comb += [mem.cmd.valid.eq(1), mem.cmd.payload.addr.eq(wi_addr),
                          mem.cmd.payload.words.eq(wi_chunk), mem.cmd.payload.write.eq(1)]
         taken = mem.cmd.valid & mem.cmd.ready
+        m.d.comb += [tags.w_data.eq(Cat(read_chunk, pick_ir)),
+                     tags.w_en.eq(taken & want_read)]
         with m.If(taken):
             m.d.sync += issued.eq(issued + 1)
             with m.If(want_read):
-                m.d.comb += reserve.eq(1)
-                m.d.sync += [rd_left.eq(rd_left - rd_chunk), rd_addr.eq(rd_addr + (rd_chunk << 2))]
-                with m.If((rd_left == rd_chunk) & (rd_runs != 1)):
-                    m.d.sync += [rd_runs.eq(rd_runs - 1), rd_elem.eq(rd_elem + in_step),
-                                 rd_start.eq(1)]
+                m.d.sync += prefer_ir.eq(~pick_ir)
+                with m.If(pick_ir):
+                    m.d.comb += ix_reserve.eq(1)
+                    m.d.sync += [ir_left.eq(ir_left - ir_chunk),
+                                 ir_addr.eq(ir_addr + (ir_chunk << 2))]
+                    with m.If((ir_left == ir_chunk) & (ir_runs != 1)):
+                        m.d.sync += [ir_runs.eq(ir_runs - 1), ir_elem.eq(ir_elem + in_step),
+                                     ir_start.eq(1)]
+                with m.Else():
+                    m.d.comb += reserve.eq(1)
+                    m.d.sync += [rd_left.eq(rd_left - rd_chunk),
+                                 rd_addr.eq(rd_addr + (rd_chunk << 2))]
+                    with m.If((rd_left == rd_chunk) & (rd_runs != 1)):
+                        m.d.sync += [rd_runs.eq(rd_runs - 1), rd_elem.eq(rd_elem + in_step),
+                                     rd_start.eq(1)]
             with m.Elif(want_out):
                 m.d.sync += [w_left.eq(wo_chunk), w_index.eq(0),
                              wo_left.eq(wo_left - wo_chunk), wo_addr.eq(wo_addr + (wo_chunk << 2))]
@@ -322,9 +418,19 @@ class PoolEngine(wiring.Component):
             with m.If(mem.resp.payload.fault):
                 m.d.sync += fault.eq(1)
 
-        # Reads are requested only with room reserved: r is always taken.
-        m.d.comb += [mem.r.ready.eq(busy), in_fifo.w_data.eq(mem.r.payload),
-                     in_fifo.w_en.eq(mem.r.valid & busy)]
+        # Reads are requested only with room reserved: r is always taken once
+        # its burst's tag is visible.
+        r_left = Signal(9)               # words of the current read burst still due
+        r_dest = Signal()
+        head = r_left == 0
+        dest = Mux(head, tags.r_data[9], r_dest)
+        m.d.comb += mem.r.ready.eq(busy & (~head | tags.r_rdy))
+        r_word = mem.r.valid & mem.r.ready
+        m.d.comb += [in_fifo.w_data.eq(mem.r.payload), ix_fifo.w_data.eq(mem.r.payload),
+                     in_fifo.w_en.eq(r_word & ~dest), ix_fifo.w_en.eq(r_word & dest),
+                     tags.r_en.eq(r_word & head)]
+        with m.If(r_word):
+            m.d.sync += [r_left.eq(Mux(head, tags.r_data[:9], r_left) - 1), r_dest.eq(dest)]
 
         # ---- unpack: one element per beat, skipping a leading half word ----
         up_lane = Signal()
@@ -346,8 +452,30 @@ class PoolEngine(wiring.Component):
                 m.d.sync += [up_runs.eq(up_runs - 1), up_elem.eq(up_elem + in_step),
                              up_start.eq(1)]
 
+        # Index bytes, MAX backward: one per gradient, skipping leading bytes.
+        ix_lane = Signal(2)
+        ix_left = Signal(32)
+        ix_elem = Signal(32)
+        ix_runs = Signal(16)
+        ix_start = Signal()
+        with m.If(ix_start):
+            m.d.sync += [ix_start.eq(0), ix_lane.eq(ix_elem[:2]), ix_left.eq(in_run)]
+        ix_valid = busy & ~ix_start & ~setup & (ix_left != 0) & ix_fifo.r_rdy
+        ix_byte = ix_fifo.r_data.word_select(ix_lane, 8)
+        ix_sent = sent & read_index
+        ix_pop = ix_sent & ((ix_lane == 3) | (ix_left == 1))
+        m.d.comb += [ix_fifo.r_en.eq(ix_pop), ix_release.eq(ix_pop)]
+        with m.If(ix_sent):
+            m.d.sync += [ix_lane.eq(ix_lane + 1), ix_left.eq(ix_left - 1)]
+            with m.If((ix_left == 1) & (ix_runs != 1)):
+                m.d.sync += [ix_runs.eq(ix_runs - 1), ix_elem.eq(ix_elem + in_step),
+                             ix_start.eq(1)]
+
         # ---- a line buffer per geometry, a pooling core per kind -----------
-        pooled = stream.Signature(data.StructLayout({"value": signed(ew), "index": 8})).create()
+        res_width = max([ew] + ([_backward_shape(g).width for g in geoms]
+                                if self._backward else []))
+        result = stream.Signature(signed(res_width)).create()   # before requantising
+        index = Signal(8)                                       # forward MAX argmax
         for i, g in enumerate(geoms):
             params = dict(width=g.width, height=g.height, channels=1, kernel=g.kernel,
                           stride=g.stride, pad=g.pad)
@@ -355,29 +483,47 @@ class PoolEngine(wiring.Component):
                 **params, data_shape=signed(ew), ceil_mode=True)
             sel = cur.geometry == i
             m.d.comb += lb.pixels.payload.eq(pixel.payload)
-            with m.If(sel):
+            with m.If(sel & ~bwd):
                 m.d.comb += [lb.pixels.valid.eq(pixel.valid), pixel.ready.eq(lb.pixels.ready)]
             for kind in g.kinds:
                 core = m.submodules[f"pool_{i}_{kind.name.lower()}"] = Pooling(
                     kind=_KINDS[kind], **params, data_shape=signed(ew))
-                use = sel & (cur.kind == int(kind))
+                use = sel & ~bwd & (cur.kind == int(kind))
                 m.d.comb += core.windows.payload.eq(lb.windows.payload)
                 with m.If(use):
                     m.d.comb += [core.windows.valid.eq(lb.windows.valid),
                                  lb.windows.ready.eq(core.windows.ready),
-                                 pooled.valid.eq(core.pooled.valid),
-                                 core.pooled.ready.eq(pooled.ready),
-                                 pooled.payload.value.eq(core.pooled.payload.value)]
+                                 result.valid.eq(core.pooled.valid),
+                                 core.pooled.ready.eq(result.ready),
+                                 result.payload.eq(core.pooled.payload.value)]
                     if kind == isa.PoolKind.MAX:
-                        m.d.comb += pooled.payload.index.eq(core.pooled.payload.index)
+                        m.d.comb += index.eq(core.pooled.payload.index)
+                if not self._backward:
+                    continue
+                back = m.submodules[f"pool_bwd_{i}_{kind.name.lower()}"] = PoolingBackward(
+                    kind=_KINDS[kind], **params, data_shape=_backward_shape(g))
+                use = sel & bwd & (cur.kind == int(kind))
+                m.d.comb += back.grads.payload.grad.eq(pixel.payload)
+                if kind == isa.PoolKind.MAX:
+                    # A gradient waits for its index byte, and the byte for it.
+                    m.d.comb += back.grads.payload.index.eq(ix_byte)
+                    joined = ix_valid
+                else:
+                    joined = Const(1)
+                with m.If(use):
+                    m.d.comb += [back.grads.valid.eq(pixel.valid & joined),
+                                 pixel.ready.eq(back.grads.ready & joined),
+                                 result.valid.eq(back.bottom.valid),
+                                 back.bottom.ready.eq(result.ready),
+                                 result.payload.eq(back.bottom.payload)]
 
         # ---- requantise, pack two values (four indices) per word -----------
         shift = cur.shift
-        wide = Signal(signed(ew + MAX_SHIFT + 2))
-        m.d.comb += wide.eq(pooled.payload.value)
+        wide = Signal(signed(res_width + MAX_SHIFT + 2))
+        m.d.comb += wide.eq(result.payload)
         right = shift[:4]                     # valid when shift >= 0
         half = (Const(1, MAX_SHIFT + 2) << right)[1:]
-        rounded = Signal(signed(ew + MAX_SHIFT + 2))
+        rounded = Signal(signed(res_width + MAX_SHIFT + 2))
         m.d.comb += rounded.eq(Mux(shift < 0, wide << (-shift)[:4],
                                    (wide + Mux(right == 0, 0, half - 1 + wide.bit_select(right, 1)))
                                    >> right))
@@ -386,42 +532,51 @@ class PoolEngine(wiring.Component):
         idx_bytes = Signal(24)
         o_lane = Signal()
         i_lane = Signal(2)
-        m.d.comb += [pooled.ready.eq(out_fifo.w_rdy & (~cur.write_index | idx_fifo.w_rdy)),
+        m.d.comb += [result.ready.eq(out_fifo.w_rdy & (~cur.write_index | idx_fifo.w_rdy)),
                      out_fifo.w_data.eq(Cat(lo_half, value)),
-                     idx_fifo.w_data.eq(Cat(idx_bytes, pooled.payload.index))]
-        got = pooled.valid & pooled.ready
+                     idx_fifo.w_data.eq(Cat(idx_bytes, index))]
+        got = result.valid & result.ready
         m.d.comb += [out_fifo.w_en.eq(got & o_lane),
                      idx_fifo.w_en.eq(got & cur.write_index & (i_lane == 3))]
         with m.If(got):
             m.d.sync += [o_lane.eq(~o_lane), lo_half.eq(value), i_lane.eq(i_lane + 1),
-                         idx_bytes.eq(Cat(idx_bytes[8:], pooled.payload.index))]
+                         idx_bytes.eq(Cat(idx_bytes[8:], index))]
 
         # ---- command life cycle -------------------------------------------
         m.d.sync += setup.eq(0)
         with m.If(self.cmd.valid & self.cmd.ready):
             c = self.cmd.payload
+            bwd_max = c.backward & (c.kind == int(isa.PoolKind.MAX))
             m.d.sync += [cur.eq(c), busy.eq(1), setup.eq(1),
                          rd_runs.eq(c.images), up_runs.eq(c.images),
+                         ir_runs.eq(Mux(bwd_max, c.images, 1)),
+                         ix_runs.eq(Mux(bwd_max, c.images, 1)),
                          wo_runs.eq(c.images), wi_runs.eq(Mux(c.write_index, c.images, 1)),
-                         rd_left.eq(0), wo_left.eq(0), wi_left.eq(0),
+                         rd_left.eq(0), ir_left.eq(0), ix_left.eq(0),
+                         wo_left.eq(0), wi_left.eq(0),
                          issued.eq(0), answered.eq(0), fault.eq(0),
                          o_lane.eq(0), i_lane.eq(0)]
         with m.If(setup):
             base = Signal(32)
             m.d.comb += base.eq(cur.n0 * cur.total + cur.c0)
-            m.d.sync += [rd_elem.eq(base * plane), up_elem.eq(base * plane),
-                         wo_elem.eq(base * out_plane), wi_elem.eq(base * out_plane),
+            in_base, out_base = Signal(32), Signal(32)
+            m.d.comb += [in_base.eq(base * plane), out_base.eq(base * out_plane)]
+            m.d.sync += [rd_elem.eq(Mux(bwd, out_base, in_base)),
+                         up_elem.eq(Mux(bwd, out_base, in_base)),
+                         wo_elem.eq(Mux(bwd, in_base, out_base)),
+                         wi_elem.eq(out_base), ir_elem.eq(out_base), ix_elem.eq(out_base),
                          rd_start.eq(1), up_start.eq(1), wo_start.eq(1),
-                         wi_start.eq(cur.write_index)]
-        finished = (busy & ~setup & ~rd_start & ~wo_start & ~wi_start
+                         wi_start.eq(cur.write_index),
+                         ir_start.eq(read_index), ix_start.eq(read_index)]
+        finished = (busy & ~setup & ~rd_start & ~wo_start & ~wi_start & ~ir_start & ~ix_start
                     & (rd_left == 0) & (rd_runs == 1) & (wo_left == 0) & (wo_runs == 1)
                     & (wi_left == 0) & (wi_runs == 1) & (w_left == 0)
+                    & (ir_left == 0) & (ir_runs == 1) & (ix_left == 0) & (ix_runs == 1)
                     & ~up_start & (up_left == 0) & (up_runs == 1) & (answered == issued))
         m.d.comb += [self.done.eq(finished), self.fault.eq(finished & fault)]
         with m.If(finished):
             m.d.sync += busy.eq(0)
 
-        r_word = mem.r.valid & mem.r.ready
         m.d.comb += [self.r_word.eq(r_word), self.w_word.eq(w_word),
                      self.mem_stall.eq(busy & ~r_word & ~w_word)]
         return m

@@ -67,7 +67,10 @@ commands with reserved bits, a wrong unit, or fields out of range):
   Each image's tile of outputs (and indices) must start and end on 32-bit
   words (no byte enables); addresses word aligned; ``c0 + channels`` and
   ``n0 + images`` within the geometry's. It shares the memory port like
-  ELTWISE. ``POOL_BWD`` is not implemented yet (bad command).
+  ELTWISE. ``POOL_BWD`` (builds with ``pool_backward``) takes the same
+  fields: the top gradient at ``src`` (and, for MAX, the indices POOL_FWD
+  wrote at ``index_addr``) scatter-added into the bottom gradient at
+  ``dst``, bit-exact with ``fixedpoint.pooling.pool_backward``.
 
 Ports: ``commands`` (In stream of 32-bit words), ``mem`` (``Out(MemoryPort())``),
 ``enable`` (In: fetch commands), ``busy`` (a command is held or a unit
@@ -190,13 +193,14 @@ class Sequencer(wiring.Component):
     :class:`EltwiseEngine` takes them (``in_frac``, ``aux_frac``,
     ``chunk_words``); ``pool_geometries`` the :class:`PoolGeometry` s the
     pool engine is built for (``PoolGeometry.from_layer`` of the plan's
-    Pooling layers; none: no pool engine), ``pool_chunk`` its burst length.
+    Pooling layers; none: no pool engine), ``pool_chunk`` its burst length,
+    ``pool_backward`` whether it also runs POOL_BWD (training builds).
     """
 
     def __init__(self, *, rows, cols, data_width=16, acc_width=32,
                  a_depth=512, b_depth=512, c_depth=64,
                  eltwise_in_frac=12, eltwise_aux_frac=15, eltwise_chunk=16,
-                 pool_geometries=(), pool_chunk=16):
+                 pool_geometries=(), pool_chunk=16, pool_backward=True):
         for name, value, lo, hi in (("rows", rows, 1, 64), ("cols", cols, 1, 64),
                                     ("A depth", a_depth, 2, 1 << 16),
                                     ("B depth", b_depth, 2, 1 << 16),
@@ -216,7 +220,8 @@ class Sequencer(wiring.Component):
                                        chunk_words=eltwise_chunk)
                          if data_width == 16 else None)
         pool_geometries = tuple(pool_geometries)
-        self._pool = (PoolEngine(geometries=pool_geometries, chunk_words=pool_chunk)
+        self._pool = (PoolEngine(geometries=pool_geometries, chunk_words=pool_chunk,
+                                 backward=pool_backward)
                       if pool_geometries and data_width == 16 else None)
         self._rows, self._cols = rows, cols
         self._data_width, self._acc_width = data_width, acc_width
@@ -411,6 +416,7 @@ class Sequencer(wiring.Component):
         pool_geom_valid = Signal()
         pool_cmd, pool_ok = pool.from_isa(
             m, geometry=pool_geom, total=pool_total, batch=pool_batch, func=func, flags=flags,
+            backward=opcode == Op.POOL_BWD,
             **{name: _field(words, p_op, name)
                for name in ("src", "dst", "index_addr", "c0", "channels", "n0", "images",
                             "shift")})
@@ -440,7 +446,7 @@ class Sequencer(wiring.Component):
                 # IM2COL, which is not implemented yet.
                 m.d.comb += legal.eq(~_reserved(words, s_op) & geom_ok & plain_ok
                                      & (_field(words, s_op, "unit") == isa.Unit.POOL))
-            with m.Case(p_op):
+            with m.Case(p_op, Op.POOL_BWD):
                 m.d.comb += legal.eq(~_reserved(words, p_op) & pool_ok & pool_geom_valid
                                      & ((flags & ~(F.TRAINING | F.LAST)) == 0)
                                      & (_field(words, p_op, "unit") == isa.Unit.POOL))
@@ -476,7 +482,7 @@ class Sequencer(wiring.Component):
             with m.Elif(opcode == e_op):
                 with m.If(~dma_active & ~mem_engine):
                     m.d.comb += [start_elt.eq(1), retire.eq(1)]
-            with m.Elif(opcode == p_op):
+            with m.Elif((opcode == p_op) | (opcode == Op.POOL_BWD)):
                 with m.If(~dma_active & ~mem_engine):
                     m.d.comb += [start_pool.eq(1), retire.eq(1)]
             with m.Elif(opcode == s_op):

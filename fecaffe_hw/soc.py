@@ -113,7 +113,8 @@ class Soc(wiring.Component):
             eltwise_aux_frac=plan.units.get("eltwise", {}).get("aux_frac", 15),
             # One pooling engine configuration per geometry the net pools with.
             pool_geometries=tuple(PoolGeometry.from_layer(layer) for layer in plan.layers
-                                  if layer["type"] == "Pooling"))
+                                  if layer["type"] == "Pooling"),
+            pool_backward=plan.training)
         self._addr_width = max(12, (self._mem_size - 1).bit_length())
         if link == "uart":
             ports = {"rx": In(1, init=1), "tx": Out(1, init=1)}

@@ -23,12 +23,12 @@ import math
 
 import numpy as np
 
-from .format import saturate
+from .format import Format, requantize, saturate
 from .windows import as_pair, output_size, window_origins, windows
 
 __all__ = [
     "AverageDivider", "pool_sizes", "max_pool", "ave_pool", "caffe_mask",
-    "max_pool_backward", "ave_pool_backward", "overlap_count",
+    "max_pool_backward", "ave_pool_backward", "overlap_count", "pool_backward",
 ]
 
 
@@ -219,3 +219,41 @@ def ave_pool_backward(grad, height, width, kernel, stride=1, pad=0, *, bits):
         targets = flat[position][valid[position]]
         out[:, targets] += share.reshape(channels, -1)[:, position][:, None]
     return saturate(out.reshape(channels, height, width), bits)
+
+
+def pool_backward(kind, dy, index, height, width, kernel, stride, pad, shift):
+    """``POOL_BWD`` of one image, as the pool engine computes it: int16 ``dy``
+    (C, OH, OW) -> int16-valued ``dx`` (C, H, W).
+
+    ``dx[c, y, x] = sat16(RNE(S[c, y, x] / 2**shift))`` (a negative ``shift``
+    shifts left), one :func:`~.format.requantize` to ``Format(16, 0)``, where
+    the exact sum ``S`` is, for MAX, ``sum dy[c, o]`` over the outputs ``o``
+    whose argmax ``index[c, o]`` is ``(y, x)``; for AVE, ``sum divide(dy[c, o],
+    n[o])`` over the outputs whose clipped window holds ``(y, x)`` (the
+    forward's RNE divide, ``n`` Caffe's pool size). ``S`` never saturates: it
+    is formed at ``16 + clog2(overlap_count(kernel, stride))`` bits, the
+    width of the engine's scratch sums (no sum of that many int16 values
+    overflows it). ``kind`` is ``"max"``/``"ave"`` or an enum named MAX/AVE;
+    ``index`` is ignored for AVE (may be ``None``); ``|shift| <= 15``.
+    """
+    name = getattr(kind, "name", kind)
+    name = name.upper() if isinstance(name, str) else None
+    if name not in ("MAX", "AVE"):
+        raise ValueError(f"Pooling kind must be MAX or AVE, not {kind!r}")
+    if isinstance(shift, bool) or not isinstance(shift, (int, np.integer)) or abs(shift) > 15:
+        raise ValueError(f"Pooling backward shift must be an integer in [-15, 15], "
+                         f"not {shift!r}")
+    kernel, stride, pad = as_pair(kernel), as_pair(stride), as_pair(pad)
+    dy = np.asarray(dy, dtype=np.int64)
+    if dy.ndim != 3:
+        raise ValueError(f"Expected a (C, OH, OW) gradient, not shape {dy.shape}")
+    if ((dy < -(1 << 15)) | (dy >= 1 << 15)).any():
+        raise ValueError("Pooling backward gradients must be int16 values")
+    bits = 16 + _clog2(overlap_count(kernel, stride))
+    if name == "MAX":
+        if index is None:
+            raise ValueError("MAX pooling backward needs the forward's indices")
+        sums = max_pool_backward(dy, index, height, width, kernel, stride, pad, bits=bits)
+    else:
+        sums = ave_pool_backward(dy, height, width, kernel, stride, pad, bits=bits)
+    return requantize(sums, int(shift), Format(16, 0))

@@ -113,7 +113,7 @@ class Machine:
             Opcode.SET_GEOMETRY: self._set_geometry,
             Opcode.DMA_LOAD: self._dma, Opcode.DMA_STORE: self._dma,
             Opcode.GEMM: self._gemm, Opcode.ELTWISE: self._eltwise,
-            Opcode.POOL_FWD: self._pool_forward,
+            Opcode.POOL_FWD: self._pool_forward, Opcode.POOL_BWD: self._pool_backward,
         }.get(Opcode(opcode), False)
         if Opcode(opcode) == Opcode.HOST:
             if host is None:
@@ -326,3 +326,28 @@ class Machine:
             if index_out:
                 at = f["index_addr"] + (n * total + c0) * oh * ow
                 self.memory[at:at + cc * oh * ow] = np.asarray(index, np.uint8).ravel()
+
+    def _pool_backward(self, opcode, f, flags):
+        g = self.pool_geometry
+        if g is None:
+            raise MachineError("POOL_BWD before any SET_GEOMETRY on the pooling unit")
+        kernel = (g["kernel_h"], g["kernel_w"])
+        stride = (g["stride_h"], g["stride_w"])
+        pad = (g["pad_h"], g["pad_w"])
+        h, w, oh, ow = g["height"], g["width"], g["out_h"], g["out_w"]
+        total, batch = g["channels"], g["images"]
+        c0, cc, n0, nn = f["c0"], f["channels"], f["n0"], f["images"]
+        if c0 + cc > total or n0 + nn > batch or cc == 0 or nn == 0:
+            raise MachineError("POOL_BWD tile leaves the map")
+        kind = PoolKind(f["func"])
+        if kind == PoolKind.MAX and not f["index_addr"]:
+            raise MachineError("MAX POOL_BWD needs the indices POOL_FWD wrote")
+        dy = self.int16(f["src"], batch * total * oh * ow).reshape(batch, total, oh, ow)
+        dx = self.int16(f["dst"], batch * total * h * w).reshape(batch, total, h, w)
+        index = (self.memory[f["index_addr"]:f["index_addr"] + batch * total * oh * ow]
+                 .reshape(batch, total, oh, ow) if kind == PoolKind.MAX else None)
+        for n in range(n0, n0 + nn):
+            dx[n, c0:c0 + cc] = pooling.pool_backward(
+                kind.name.lower(), dy[n, c0:c0 + cc],
+                None if index is None else index[n, c0:c0 + cc], h, w, kernel, stride, pad,
+                f["shift"])

@@ -678,3 +678,41 @@ def test_sequencer_rejects_bad_pool_parameters():
     rec = {"pool": "AVE", "in_hw": [7, 5], "kernel": [3, 3], "stride": [2, 2], "pad": [1, 1]}
     assert PoolGeometry.from_layer(rec) == PoolGeometry(
         height=7, width=5, kernel=3, stride=2, pad=1, kinds=(PoolKind.AVE,))
+
+
+@pytest.mark.parametrize("kind", [PoolKind.MAX, PoolKind.AVE], ids=["max", "ave"])
+def test_sequencer_pool_backward_after_forward(kind):
+    """POOL_FWD (writing MAX indices) then POOL_BWD of a channel/image tile
+    through the sequencer: the whole memory afterwards equals the NumPy
+    machine's after the same commands."""
+    g, total, batch = ODD, 4, 2      # 2 of 4 channels: dx tiles end on words
+    rng = np.random.default_rng(int(kind) + 77)
+    x = rng.integers(-2**15, 2**15, (batch, total, g.height, g.width), dtype=np.int64)
+    oh, ow = g.out_size
+    dy = rng.integers(-2**12, 2**12, (batch, total, oh, ow), dtype=np.int64)
+    src, dst, idx, dy_at, dx_at = 0x100, 0x1000, 0x2000, 0x2800, 0x3000
+    image = image_for(rng, [(src, x), (dy_at, dy)])
+    geometry = set_geometry(g, channels=total, images=batch)
+    commands = [
+        (Opcode.POOL_FWD, dict(func=kind, src=src, dst=dst, index_addr=idx, c0=0,
+                               channels=total, n0=0, images=batch, shift=0,
+                               flags=Flag.TRAINING)),
+        (Opcode.SYNC, {}),
+        (Opcode.POOL_BWD, dict(func=kind, src=dy_at, dst=dx_at,
+                               index_addr=idx if kind == PoolKind.MAX else 0,
+                               c0=0, channels=2, n0=0, images=batch, shift=1)),
+        (Opcode.SYNC, {}), (Opcode.END, {}),
+    ]
+    words = geometry + [w for op, f in commands for w in encode(op, **f)]
+    bench = Bench(image, latency=8, stall_rate=0.2, pool_geometries=GEOMETRIES, pool_chunk=8)
+    result = bench.run(words, name=f"sequencer_pool_bwd_{kind.name}", rng=rng)
+
+    from fecaffe_hw.runtime.isa import decode_stream
+    from fecaffe_hw.sim.machine import Machine
+    machine = Machine.__new__(Machine)          # the model's units, no plan needed
+    machine.memory = image.copy().view(np.uint8)
+    machine.pool_geometry, machine.executed = None, 0
+    for op, fields in decode_stream(words):
+        machine.execute(op, fields)
+    assert bench.bad_commands == 0
+    assert (result.view(np.uint8) == machine.memory).all()

@@ -1,0 +1,677 @@
+"""Feature-map DMA: the convolution tile moves between tensor memory and the
+scratchpads (``IM2COL`` gather loads, ``FMAP`` loads and stores, ``COL2IM``
+saturating scatter-add stores). ``fixedpoint.tiles`` is the bit-exact model.
+"""
+
+import enum
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import Out
+
+from fecaffe_hw.runtime import isa
+
+from .dma import BUFFER_A, BUFFER_B, BUFFER_C, _or_tree
+from .eltwise import saturate
+from .memory_port import engine_members
+from .scratchpad import ScratchpadRead, ScratchpadWrite
+
+__all__ = ["FmapDma", "FmapCommand", "FmapMode", "ConvGeometryLayout"]
+
+
+class FmapMode(enum.IntEnum):
+    LOAD_IM2COL = 0
+    LOAD_FMAP = 1
+    STORE_FMAP = 2
+    STORE_COL2IM = 3
+
+
+#: The fields of ``SET_GEOMETRY`` (``runtime.isa.LAYOUTS``) a tile move needs,
+#: with their widths there (``group`` is not used).
+ConvGeometryLayout = data.StructLayout({
+    field.name: field.width for field in isa.LAYOUTS[isa.Opcode.SET_GEOMETRY]
+    if field.name != "group"})
+
+#: Payload of ``FmapDma.cmd``.
+FmapCommand = data.StructLayout({
+    "mode": 2,         # FmapMode
+    "buffer": 2,       # loads: BUFFER_A / BUFFER_B; stores: BUFFER_C
+    "transpose": 1,    # loads: 1 puts T[r, c] at word ``word + c``, lane ``r``
+    "addr": 32,        # byte address of map element [0, 0, 0, 0], a multiple of 4
+    "k0": 16,          # first matrix row (im2col row or channel)
+    "col0": 32,        # first matrix column (position ``(n * OH + oy) * OW + ox``)
+    "rows": 16,
+    "cols": 16,
+    "word": 24,        # first scratchpad word
+    "shift": 8,        # stores: round-half-even right shift; loads: 0
+    "geometry": ConvGeometryLayout,
+})
+
+_GEOMETRY_SIZES = ("channels", "height", "width", "kernel_h", "kernel_w", "stride_h",
+                   "stride_w", "out_h", "out_w", "images", "out_channels")
+
+# Offsets count int16 elements from byte 0 (mod 2**32 bytes); the memory word
+# of element ``off`` is ``off >> 1``, its half ``off & 1``.
+_OFF = 32
+_POS = signed(27)      # ox * stride - pad + kx and the like
+
+
+class FmapDma(wiring.Component):
+    """Moves convolution tiles between NCHW int16 maps in tensor memory and the
+    scratchpads, bit-exact with ``fixedpoint.tiles``.
+
+    A command (:data:`FmapCommand`) names a tile ``T`` of ``rows x cols``:
+    rows ``k0 ..`` and columns ``col0 ..`` of the im2col matrix of the input
+    map at ``addr`` (``LOAD_IM2COL``, ``STORE_COL2IM``) or of the feature-map
+    matrix (channel x position) of the output map (``LOAD_FMAP``,
+    ``STORE_FMAP``); ``geometry`` is the convolution's. Elements are packed two
+    to a 32-bit memory word, element 0 in the low half. Loads write ``T[r, c]``
+    to A or B word ``word + r``, lane ``c`` (``transpose``: word ``word + c``,
+    lane ``r``); im2col padding reads no memory and loads 0. Stores read
+    ``T[r, c]`` from C word ``word + r``, lane ``c``, requantise it
+    (``requantize(acc, shift, Format(16, 0))``: round half to even,
+    saturate) and overwrite (``STORE_FMAP``) or saturating-add into the map
+    row by row (``STORE_COL2IM``; padding dropped). Stores write whole memory
+    words; a word the tile covers only in part is read, merged and written
+    back, and a word is never read while a write to it is unanswered.
+
+    Ports: ``cmd`` (In stream of :data:`FmapCommand`), ``done`` (one-cycle
+    pulse per finished command, ``fault`` with it if a memory command faulted
+    or the command was refused), ``busy``; ``mem`` (``Out(MemoryPort())``);
+    ``a_write``, ``b_write`` (``Out(ScratchpadWrite)``), ``c_read``
+    (``Out(ScratchpadRead)``); ``r_word``, ``w_word`` (a word moved this
+    cycle) and ``mem_stall`` (busy, no word moved) for the counters.
+
+    A command is refused (moves nothing, ``done`` with ``fault``) when
+    :meth:`legal` is false for it: zero rows or cols, a tile leaving its
+    matrix, lanes or words beyond the buffer, an unaligned ``addr``, a shift
+    out of range (stores 0..``acc_width - 1``, loads 0), a store not from C, a
+    load not into A or B, a transposed store, or a zero size, kernel or
+    stride in the geometry.
+
+    Parameters: ``rows`` (A lanes), ``cols`` (B and C lanes), ``acc_width``
+    (16..64), the buffers' depths, and ``depth`` (a power of two), the memory
+    commands and store operations in flight.
+
+    Latency: a command spends 59 cycles in set-up (the geometry's products
+    on one shared, registered 32 x 16 multiplier; two restoring dividers, a
+    quotient bit per cycle, split ``col0`` and ``k0`` into map coordinates);
+    a refused one reports ``done`` 13 cycles after it is taken. The tile is
+    then walked row by row with incremental counters, no multiplier or
+    divider in the per-element path; an element reaches the memory side two
+    cycles after the walker, which runs up to four elements ahead.
+
+    Throughput (single-word memory commands, up to ``depth`` in flight, so
+    a memory latency ``L`` below ``depth`` overlaps): loads move one element
+    per cycle while each element needs at most one new word (the last word
+    read is reused, padding reads nothing); ``STORE_FMAP`` writes a whole
+    word (two elements) per two cycles, and a read-modify-write only for
+    words the tile covers in part; ``STORE_COL2IM`` is a read-modify-write
+    per word (two memory commands), and a row re-reading a word of an
+    earlier row waits for that write's response (about ``2 L``). Measured
+    with ``L = 8`` (tests/cores/test_fmap_dma.py): IM2COL load of 25 x 64
+    (1 x 1 x 28 x 28 map, 5x5 kernel) 1732 cycles, 1.05 per element;
+    STORE_FMAP 20 x 8: 240 cycles; STORE_COL2IM 25 x 8: 592 cycles (rows of
+    8 overlap the previous row's words, so each row waits a round trip).
+    """
+
+    def __init__(self, *, rows, cols, acc_width, a_depth, b_depth, c_depth, depth=16):
+        if isinstance(acc_width, bool) or not isinstance(acc_width, int) \
+                or not 16 <= acc_width <= 64:
+            raise ValueError(f"Accumulator width must be an integer in [16, 64], "
+                             f"not {acc_width!r}")
+        for name, value in (("rows", rows), ("cols", cols), ("A depth", a_depth),
+                            ("B depth", b_depth), ("C depth", c_depth)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Feature-map DMA {name} must be a positive integer, "
+                                 f"not {value!r}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 2 \
+                or depth & (depth - 1):
+            raise ValueError(f"Feature-map DMA in-flight depth must be a power of two "
+                             f">= 2, not {depth!r}")
+        self._rows, self._cols, self._acc_width = rows, cols, acc_width
+        self._depths = (a_depth, b_depth, c_depth)
+        self._depth = depth
+        super().__init__({
+            **engine_members(FmapCommand),
+            "a_write": Out(ScratchpadWrite(lanes=rows, lane_width=16, depth=a_depth)),
+            "b_write": Out(ScratchpadWrite(lanes=cols, lane_width=16, depth=b_depth)),
+            "c_read": Out(ScratchpadRead(lanes=cols, lane_width=acc_width, depth=c_depth)),
+        })
+
+    rows = property(lambda self: self._rows)
+    cols = property(lambda self: self._cols)
+    acc_width = property(lambda self: self._acc_width)
+    depth = property(lambda self: self._depth)
+
+    def legal(self, cmd):
+        """Expression: ``cmd`` (a :data:`FmapCommand` view) is one this engine
+        executes. It holds two products (``C * KH * KW``, ``N * OH * OW``);
+        the engine itself evaluates them from registered products."""
+        g = cmd.geometry
+        fmap = (cmd.mode == FmapMode.LOAD_FMAP) | (cmd.mode == FmapMode.STORE_FMAP)
+        row_limit = Mux(fmap, g.out_channels, g.channels * (g.kernel_h * g.kernel_w))
+        return self._legal(cmd, row_limit, g.images * (g.out_h * g.out_w))
+
+    def _legal(self, cmd, row_limit, positions):
+        g = cmd.geometry
+        a_depth, b_depth, c_depth = (Const(d) for d in self._depths)
+        store = cmd.mode[1]
+        buf = cmd.buffer
+        lanes = Mux(buf == BUFFER_A, self.rows, self.cols)
+        depth = Mux(buf == BUFFER_A, a_depth, Mux(buf == BUFFER_B, b_depth, c_depth))
+        extent_lanes = Mux(cmd.transpose, cmd.rows, cmd.cols)
+        extent_words = Mux(cmd.transpose, cmd.cols, cmd.rows)
+        shift = cmd.shift.as_signed()
+        sizes_ok = Cat(getattr(g, name) != 0 for name in _GEOMETRY_SIZES).all()
+        return ((cmd.rows != 0) & (cmd.cols != 0) & sizes_ok
+                & (cmd.k0 + cmd.rows <= row_limit) & (cmd.col0 + cmd.cols <= positions)
+                & (extent_lanes <= lanes) & (cmd.word + extent_words <= depth)
+                & (cmd.addr[:2] == 0)
+                & Mux(store,
+                      (buf == BUFFER_C) & ~cmd.transpose & (shift >= 0)
+                      & (shift < self.acc_width),
+                      ((buf == BUFFER_A) | (buf == BUFFER_B)) & (shift == 0)))
+
+    def elaborate(self, platform):
+        m = Module()
+        aw, mem, depth = self.acc_width, self.mem, self._depth
+
+        cur = Signal(FmapCommand)
+        g = cur.geometry
+        storing_cmd = cur.mode[1]
+        col2im = cur.mode == FmapMode.STORE_COL2IM
+        fmap = (cur.mode == FmapMode.LOAD_FMAP) | (cur.mode == FmapMode.STORE_FMAP)
+
+        # ---- set-up: effective geometry, products, divisions --------------
+        # A feature-map matrix is the im2col matrix of the output map with a
+        # 1x1 kernel, stride 1 and no padding, so one walker serves all modes.
+        e = {name: Signal(16, name=f"eff_{name}") for name in
+             ("C", "H", "W", "KH", "KW", "SH", "SW", "PH", "PW", "OH", "OW", "N")}
+        HW, CHW, P, SHW = (Signal(_OFF, name=n) for n in ("HW", "CHW", "P", "SHW"))
+        KK, PHW = Signal(16), Signal(_OFF)
+        row_limit, positions = Signal(32), Signal(48)
+        n0CHW, oy0SHW, ox0SW, c0HW, ky0W = (Signal(_OFF, name=n) for n in
+                                             ("n0CHW", "oy0SHW", "ox0SW", "c0HW", "ky0W"))
+        oy0SH = Signal(32)
+
+        mul_a, mul_b = Signal(32), Signal(16)
+        prod = Signal(48)
+        m.d.sync += prod.eq(mul_a * mul_b)
+
+        # Two restoring dividers, a quotient bit per cycle: (col0 / P, then
+        # rem / OW) and (k0 / KK, then rem / KW).
+        def divider(name):
+            rem = Signal(32, name=f"{name}_rem")
+            div = Signal(48, name=f"{name}_div")     # divisor << (15 - steps done)
+            quo = Signal(16, name=f"{name}_quo")
+            trial = Signal(49, name=f"{name}_trial")
+            m.d.comb += trial.eq(rem - div)
+            return rem, div, quo, trial
+
+        div_c = divider("div_col")
+        div_k = divider("div_row")
+        n0, oy0, ox0 = Signal(16), Signal(16), Signal(16)
+        c0, ky0, kx0 = Signal(16), Signal(8), Signal(8)
+        div_step = Signal(4)
+
+        # walker start values
+        st_oy, st_ox = Signal(16), Signal(16)
+        st_iy, st_ix = Signal(_POS), Signal(_POS)
+        st_n_off, st_oy_off, st_col_off = Signal(_OFF), Signal(_OFF), Signal(_OFF)
+        base = Signal(_OFF)
+
+        # requantisation constants (as cores/dma.py)
+        shift = cur.shift[:max(1, (aw - 1).bit_length())]
+        round_base = Signal(aw + 2)
+        keep_mask = Signal(aw)
+
+        # ---- walker --------------------------------------------------------
+        gen_active = Signal()
+        last_ok = Signal()            # loads: ``last_word`` was requested
+        w_r, w_c = Signal(16), Signal(16)
+        kx, ky = Signal(8), Signal(8)
+        c_off, ky_off, row_off = Signal(_OFF), Signal(_OFF), Signal(_OFF)
+        ox, oy = Signal(16), Signal(16)
+        ix_base, iy_base = Signal(_POS), Signal(_POS)
+        n_off, oy_off, col_off = Signal(_OFF), Signal(_OFF), Signal(_OFF)
+
+        busy = Signal()
+        finished = Signal()
+        refused = Signal()
+        fault = Signal()
+        m.d.comb += [self.busy.eq(busy | refused), self.cmd.ready.eq(~busy & ~refused)]
+        m.d.comb += [self.done.eq(0), self.fault.eq(0)]
+        m.d.sync += refused.eq(0)
+        with m.If(refused):
+            m.d.comb += [self.done.eq(1), self.fault.eq(1)]
+
+        # Multiplier programs: (a, b, destination); the product of step i is
+        # captured at step i + 2, so a step may use results of step i - 3.
+        first_products = [
+            (e["H"], e["W"], HW), (e["OH"], e["OW"], P), (e["KH"], e["KW"], KK),
+            (e["SH"], e["W"], SHW), (e["PH"], e["W"], PHW),
+            (HW, e["C"], CHW), (KK, e["C"], row_limit), (P, e["N"], positions),
+        ]
+        second_products = [
+            (CHW, n0, n0CHW), (SHW, oy0, oy0SHW), (e["SH"], oy0, oy0SH),
+            (e["SW"], ox0, ox0SW), (HW, c0, c0HW), (e["W"], ky0, ky0W),
+        ]
+        step = Signal(4)
+
+        def run_products(program, next_state):
+            with m.Switch(step):
+                for i in range(len(program) + 2):
+                    with m.Case(i):
+                        if i < len(program):
+                            a, b, _ = program[i]
+                            m.d.sync += [mul_a.eq(a), mul_b.eq(b)]
+                        if i >= 2:
+                            dest = program[i - 2][2]
+                            m.d.sync += dest.eq(prod[:len(dest)])
+                        if i == len(program) + 1:
+                            m.d.sync += step.eq(0)
+                            m.next = next_state
+                        else:
+                            m.d.sync += step.eq(step + 1)
+
+        def div_iterate(d):
+            rem, div, quo, trial = d
+            fits = ~trial[48]
+            with m.If(fits):
+                m.d.sync += rem.eq(trial[:32])
+            m.d.sync += [quo.eq(Cat(fits, quo[:15])), div.eq(div >> 1)]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.cmd.valid & self.cmd.ready):
+                    m.d.sync += [cur.eq(self.cmd.payload), busy.eq(1)]
+                    m.next = "GEOMETRY"
+            with m.State("GEOMETRY"):
+                for name, conv, out in (("C", g.channels, g.out_channels),
+                                        ("H", g.height, g.out_h), ("W", g.width, g.out_w),
+                                        ("KH", g.kernel_h, 1), ("KW", g.kernel_w, 1),
+                                        ("SH", g.stride_h, 1), ("SW", g.stride_w, 1),
+                                        ("PH", g.pad_h, 0), ("PW", g.pad_w, 0),
+                                        ("OH", g.out_h, g.out_h), ("OW", g.out_w, g.out_w),
+                                        ("N", g.images, g.images)):
+                    m.d.sync += e[name].eq(Mux(fmap, out, conv))
+                m.d.sync += [
+                    round_base.eq(Mux(shift == 0, 0, ((Const(1, aw + 2) << shift) >> 1) - 1)),
+                    keep_mask.eq(Mux(shift == 0, 0, Const(1, aw) << shift)),
+                    step.eq(0), fault.eq(0), last_ok.eq(0),
+                ]
+                m.next = "PRODUCTS"
+            with m.State("PRODUCTS"):
+                run_products(first_products, "CHECK")
+            with m.State("CHECK"):
+                with m.If(self._legal(cur, row_limit, positions)):
+                    m.d.sync += [
+                        div_c[0].eq(cur.col0), div_c[1].eq(P << 15),
+                        div_k[0].eq(cur.k0), div_k[1].eq(KK << 15),
+                        div_step.eq(0),
+                    ]
+                    m.next = "DIVIDE_HIGH"
+                with m.Else():
+                    m.d.sync += [refused.eq(1), busy.eq(0)]
+                    m.next = "IDLE"
+            with m.State("DIVIDE_HIGH"):
+                div_iterate(div_c)
+                div_iterate(div_k)
+                m.d.sync += div_step.eq(div_step + 1)
+                with m.If(div_step == 15):
+                    m.next = "DIVIDE_SWITCH"
+            with m.State("DIVIDE_SWITCH"):
+                # The remainders stay in ``rem``; the second divisions split them.
+                m.d.sync += [n0.eq(div_c[2]), c0.eq(div_k[2]),
+                             div_c[1].eq(e["OW"] << 15), div_k[1].eq(e["KW"] << 15)]
+                m.next = "DIVIDE_LOW"
+            with m.State("DIVIDE_LOW"):
+                div_iterate(div_c)
+                div_iterate(div_k)
+                m.d.sync += div_step.eq(div_step + 1)
+                with m.If(div_step == 15):
+                    m.next = "COORDS"
+            with m.State("COORDS"):
+                m.d.sync += [oy0.eq(div_c[2]), ox0.eq(div_c[0]),
+                             ky0.eq(div_k[2]), kx0.eq(div_k[0]), step.eq(0)]
+                m.next = "PRODUCTS2"
+            with m.State("PRODUCTS2"):
+                run_products(second_products, "INIT1")
+            with m.State("INIT1"):
+                m.d.sync += [
+                    st_oy_off.eq(n0CHW + oy0SHW),
+                    st_iy.eq(oy0SH - e["PH"]),
+                    st_ix.eq(ox0SW - e["PW"]),
+                    base.eq((cur.addr >> 1) - PHW),
+                    st_n_off.eq(n0CHW), st_oy.eq(oy0), st_ox.eq(ox0),
+                ]
+                m.next = "INIT2"
+            with m.State("INIT2"):
+                m.d.sync += [st_col_off.eq(st_oy_off + ox0SW), base.eq(base - e["PW"])]
+                m.next = "INIT3"
+            with m.State("INIT3"):
+                m.d.sync += [c_off.eq(base + c0HW), ky_off.eq(base + c0HW)]
+                m.next = "INIT4"
+            with m.State("INIT4"):
+                m.d.sync += [ky_off.eq(c_off + ky0W), row_off.eq(c_off + ky0W)]
+                m.next = "INIT5"
+            with m.State("INIT5"):
+                m.d.sync += [
+                    row_off.eq(ky_off + kx0), kx.eq(kx0), ky.eq(ky0),
+                    ox.eq(st_ox), oy.eq(st_oy), ix_base.eq(st_ix), iy_base.eq(st_iy),
+                    n_off.eq(st_n_off), oy_off.eq(st_oy_off), col_off.eq(st_col_off),
+                    w_r.eq(0), w_c.eq(0), gen_active.eq(1),
+                ]
+                m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(finished):
+                    m.d.sync += busy.eq(0)
+                    m.d.comb += [self.done.eq(1), self.fault.eq(fault)]
+                    m.next = "IDLE"
+
+        # ---- walker: row-major over the tile, incremental map coordinates --
+        # Row k = (c, ky, kx); row_off = base + c*HW + ky*W + kx, where base
+        # folds in addr/2 - PH*W - PW. Column p = (n, oy, ox); col_off =
+        # n*CHW + oy*SH*W + ox*SW; ix_base = ox*SW - PW, iy_base = oy*SH - PH.
+        # Element offset = row_off + col_off, at (iy_base + ky, ix_base + kx).
+        # The walker fires on credit (registered state only), so the memory
+        # side's handshakes never reach the walker's clock enables.
+        elem_layout = data.StructLayout({"inside": 1, "word": 30, "half": 1, "lane": 16,
+                                         "baddr": 24, "last": 1})
+        m.submodules.elems = elems = SyncFIFO(width=elem_layout.size, depth=4)
+        e1_valid = Signal()
+        e2_valid, e2_take = elems.r_rdy, Signal()
+        gen_fire = Signal()
+        m.d.comb += gen_fire.eq(gen_active & (elems.w_level < 2))
+        row_end = w_c + 1 == cur.cols
+        with m.If(gen_fire):
+            with m.If(row_end):
+                m.d.sync += [w_c.eq(0), w_r.eq(w_r + 1),
+                             ox.eq(st_ox), oy.eq(st_oy), ix_base.eq(st_ix), iy_base.eq(st_iy),
+                             n_off.eq(st_n_off), oy_off.eq(st_oy_off), col_off.eq(st_col_off)]
+                with m.If(w_r + 1 == cur.rows):
+                    m.d.sync += gen_active.eq(0)
+                with m.If(kx + 1 == e["KW"]):
+                    m.d.sync += kx.eq(0)
+                    with m.If(ky + 1 == e["KH"]):
+                        m.d.sync += [ky.eq(0), c_off.eq(c_off + HW), ky_off.eq(c_off + HW),
+                                     row_off.eq(c_off + HW)]
+                    with m.Else():
+                        m.d.sync += [ky.eq(ky + 1), ky_off.eq(ky_off + e["W"]),
+                                     row_off.eq(ky_off + e["W"])]
+                with m.Else():
+                    m.d.sync += [kx.eq(kx + 1), row_off.eq(row_off + 1)]
+            with m.Else():
+                m.d.sync += w_c.eq(w_c + 1)
+                with m.If(ox + 1 == e["OW"]):
+                    m.d.sync += [ox.eq(0), ix_base.eq(-e["PW"])]
+                    with m.If(oy + 1 == e["OH"]):
+                        m.d.sync += [oy.eq(0), iy_base.eq(-e["PH"]), n_off.eq(n_off + CHW),
+                                     oy_off.eq(n_off + CHW), col_off.eq(n_off + CHW)]
+                    with m.Else():
+                        m.d.sync += [oy.eq(oy + 1), iy_base.eq(iy_base + e["SH"]),
+                                     oy_off.eq(oy_off + SHW), col_off.eq(oy_off + SHW)]
+                with m.Else():
+                    m.d.sync += [ox.eq(ox + 1), ix_base.eq(ix_base + e["SW"]),
+                                 col_off.eq(col_off + e["SW"])]
+
+        # E1: positions and offset; then the inside test and placement on
+        # the way into ``elems``.
+        e1_iy, e1_ix = Signal(_POS), Signal(_POS)
+        e1_off = Signal(_OFF)
+        e1_r, e1_c = Signal(16), Signal(16)
+        e1_last = Signal()
+        m.d.sync += e1_valid.eq(gen_fire)
+        with m.If(gen_fire):
+            m.d.sync += [e1_iy.eq(iy_base + ky), e1_ix.eq(ix_base + kx),
+                         e1_off.eq(row_off + col_off), e1_r.eq(w_r), e1_c.eq(w_c),
+                         e1_last.eq(row_end & (w_r + 1 == cur.rows))]
+        ew = elem_layout(elems.w_data)
+        m.d.comb += [
+            elems.w_en.eq(e1_valid),
+            ew.inside.eq((e1_iy >= 0) & (e1_iy < e["H"]) & (e1_ix >= 0) & (e1_ix < e["W"])),
+            ew.word.eq(e1_off[1:31]), ew.half.eq(e1_off[0]),
+            ew.lane.eq(Mux(cur.transpose, e1_r, e1_c)),
+            ew.baddr.eq(cur.word + Mux(cur.transpose, e1_c, e1_r)),
+            ew.last.eq(e1_last),
+        ]
+        er = elem_layout(elems.r_data)
+        e2_inside, e2_word, e2_half = er.inside, er.word, er.half
+        e2_lane, e2_baddr, e2_last = er.lane, er.baddr, er.last
+        m.d.comb += elems.r_en.eq(e2_take)
+
+        # ---- memory commands, responses -----------------------------------
+        # Every command pushes a tag (1: write) so responses, in command order,
+        # tell which ones retire a write; ``tags`` also bounds those in flight.
+        m.submodules.tags = tags = SyncFIFO(width=1, depth=2 * depth + 2)
+        rd_cmd_valid, wr_cmd_valid = Signal(), Signal()
+        rd_word, wr_word = Signal(30), Signal(30)
+        lock_rd, lock_wr = Signal(), Signal()
+        grant_wr = Signal()
+        # Once offered, a command stays offered until taken (stream rule).
+        m.d.comb += grant_wr.eq(~lock_rd & (lock_wr | wr_cmd_valid))
+        m.d.comb += [
+            mem.cmd.valid.eq(Mux(grant_wr, wr_cmd_valid, rd_cmd_valid)),
+            mem.cmd.payload.addr.eq(Cat(Const(0, 2), Mux(grant_wr, wr_word, rd_word))),
+            mem.cmd.payload.words.eq(1),
+            mem.cmd.payload.write.eq(grant_wr),
+        ]
+        cmd_fire = mem.cmd.valid & mem.cmd.ready
+        rd_fire = cmd_fire & ~grant_wr
+        wr_fire = cmd_fire & grant_wr
+        m.d.sync += [lock_rd.eq(mem.cmd.valid & ~mem.cmd.ready & ~grant_wr),
+                     lock_wr.eq(mem.cmd.valid & ~mem.cmd.ready & grant_wr)]
+        m.d.comb += [tags.w_en.eq(cmd_fire), tags.w_data.eq(grant_wr)]
+
+        m.d.comb += [mem.resp.ready.eq(1), tags.r_en.eq(mem.resp.valid)]
+        resp_write = mem.resp.valid & tags.r_data[0]
+        with m.If(mem.resp.valid & mem.resp.payload.fault):
+            m.d.sync += fault.eq(1)
+
+        st_rd_valid, st_rd_word = Signal(), Signal(30)
+        loading = busy & ~storing_cmd
+        storing = busy & storing_cmd
+
+        # ---- loads ---------------------------------------------------------
+        # Reads are issued ahead of the data through ``pending``; the last word
+        # requested is not requested again.
+        pending_layout = data.StructLayout({"need": 1, "half": 1, "inside": 1,
+                                            "lane": 16, "baddr": 24})
+        m.submodules.pending = pending = SyncFIFO(width=pending_layout.size, depth=depth)
+        last_word = Signal(30)
+        need = e2_inside & ~(last_ok & (last_word == e2_word))
+        m.d.comb += [
+            rd_cmd_valid.eq(Mux(loading, e2_valid & need & pending.w_rdy & tags.w_rdy,
+                                st_rd_valid)),
+            rd_word.eq(Mux(loading, e2_word, st_rd_word)),
+        ]
+        ld_take = loading & e2_valid & pending.w_rdy & (~need | rd_fire)
+        pw = pending_layout(pending.w_data)
+        m.d.comb += [pw.need.eq(need), pw.half.eq(e2_half), pw.inside.eq(e2_inside),
+                     pw.lane.eq(e2_lane), pw.baddr.eq(e2_baddr),
+                     pending.w_en.eq(ld_take)]
+        with m.If(ld_take & need):
+            m.d.sync += [last_word.eq(e2_word), last_ok.eq(1)]
+
+        head = pending_layout(pending.r_data)
+        held = Signal(32)
+        ld_pop = pending.r_rdy & (~head.need | mem.r.valid)
+        word_now = Mux(head.need, mem.r.payload, held)
+        element = Mux(head.inside, Mux(head.half, word_now[16:], word_now[:16]), 0)
+        m.d.comb += pending.r_en.eq(ld_pop)
+        with m.If(ld_pop & head.need):
+            m.d.sync += held.eq(mem.r.payload)
+        # Buffer writes are registered to keep lane enables off the memory path.
+        load_wr = Signal()
+        m.d.sync += load_wr.eq(ld_pop)
+        for port, code, lanes in ((self.a_write, BUFFER_A, self.rows),
+                                  (self.b_write, BUFFER_B, self.cols)):
+            m.d.sync += port.addr.eq(head.baddr)
+            for i in range(lanes):
+                m.d.sync += port.data[i].eq(element)
+            selected = ld_pop & (cur.buffer == code)
+            m.d.sync += port.en.eq(Cat(selected & (head.lane == i) for i in range(lanes)))
+
+        # ---- stores: read C, requantise, merge into words, RMW -------------
+        pend, capture = Signal(), Signal()
+        pend_pick = Signal(self.cols)
+        meta = data.StructLayout({"word": 30, "half": 1, "inside": 1, "last": 1})
+        pend_meta = Signal(meta)
+        x_valid, x_adv = Signal(), Signal()
+        x_val = Signal(signed(aw))
+        x_meta = Signal(meta)
+        y_valid, y_adv = Signal(), Signal()
+        y_sum = Signal(signed(aw + 2))
+        y_meta = Signal(meta)
+        z_valid, z_adv = Signal(), Signal()
+        z_val = Signal(signed(16))
+        z_meta = Signal(meta)
+
+        st_take = storing & e2_valid & (~pend | capture)
+        m.d.comb += [self.c_read.addr.eq(e2_baddr), self.c_read.en.eq(st_take)]
+        m.d.comb += e2_take.eq(Mux(storing_cmd, st_take, ld_take))
+        with m.If(st_take):
+            m.d.sync += [pend.eq(1),
+                         pend_pick.eq(Cat(e2_lane == j for j in range(self.cols))),
+                         pend_meta.word.eq(e2_word), pend_meta.half.eq(e2_half),
+                         pend_meta.inside.eq(e2_inside), pend_meta.last.eq(e2_last)]
+        with m.Elif(capture):
+            m.d.sync += pend.eq(0)
+
+        m.d.comb += [
+            capture.eq(pend & (~x_valid | x_adv)),
+            x_adv.eq(x_valid & (~y_valid | y_adv)),
+            y_adv.eq(y_valid & (~z_valid | z_adv)),
+        ]
+        with m.If(capture):
+            m.d.sync += [x_valid.eq(1), x_meta.eq(pend_meta),
+                         x_val.eq(_or_tree([Mux(pend_pick[j], self.c_read.data[j], 0)
+                                            for j in range(self.cols)]))]
+        with m.Elif(x_adv):
+            m.d.sync += x_valid.eq(0)
+        with m.If(x_adv):
+            kept = (x_val.as_unsigned() & keep_mask).any()
+            m.d.sync += [y_valid.eq(1), y_meta.eq(x_meta),
+                         y_sum.eq(x_val + round_base + kept)]
+        with m.Elif(y_adv):
+            m.d.sync += y_valid.eq(0)
+        with m.If(y_adv):
+            m.d.sync += [z_valid.eq(1), z_meta.eq(y_meta),
+                         z_val.eq(saturate(y_sum >> shift, 16))]
+        with m.Elif(z_adv):
+            m.d.sync += z_valid.eq(0)
+
+        # Merge: elements of one memory word that follow each other (two
+        # halves, never the same half twice) become one word operation.
+        op_valid, op_closed = Signal(), Signal()
+        op_word = Signal(30)
+        op_mask = Signal(2)
+        op_val = Signal(data.ArrayLayout(signed(16), 2))
+        i_valid, i_adv = Signal(), Signal()
+        mergeable = op_valid & ~op_closed & (op_word == z_meta.word) \
+            & ~op_mask.bit_select(z_meta.half, 1)
+        emit = Signal()
+        m.d.comb += [
+            emit.eq(op_valid & (~i_valid | i_adv)
+                    & (op_closed | (z_valid & z_meta.inside & ~mergeable))),
+            z_adv.eq(z_valid & (~z_meta.inside | mergeable | ~op_valid | emit)),
+        ]
+        with m.If(emit):
+            m.d.sync += op_valid.eq(0)
+        with m.If(z_adv):
+            with m.If(z_meta.inside):
+                with m.If(mergeable):
+                    m.d.sync += [op_mask.eq(0b11), op_closed.eq(1),
+                                 op_val[1].eq(Mux(z_meta.half, z_val, op_val[1])),
+                                 op_val[0].eq(Mux(z_meta.half, op_val[0], z_val))]
+                with m.Else():
+                    m.d.sync += [op_valid.eq(1), op_closed.eq(z_meta.last),
+                                 op_word.eq(z_meta.word),
+                                 op_mask.eq(Mux(z_meta.half, 0b10, 0b01)),
+                                 op_val[0].eq(z_val), op_val[1].eq(z_val)]
+            with m.Elif(z_meta.last):
+                m.d.sync += op_closed.eq(1)
+
+        # Issue: a word operation that needs the old word waits while any
+        # earlier operation on that word is unanswered (``ring``, in order).
+        i_word = Signal(30)
+        i_mask = Signal(2)
+        i_val = Signal(data.ArrayLayout(signed(16), 2))
+        with m.If(emit):
+            m.d.sync += [i_valid.eq(1), i_word.eq(op_word), i_mask.eq(op_mask),
+                         i_val.eq(op_val)]
+        with m.Elif(i_adv):
+            m.d.sync += i_valid.eq(0)
+
+        ring_word = [Signal(30, name=f"ring_word{j}") for j in range(depth)]
+        ring_busy = Signal(depth)
+        ring_head = Signal(range(depth))
+        ring_tail = Signal(range(depth))
+        hazard = Cat(ring_busy[j] & (ring_word[j] == i_word) for j in range(depth)).any()
+        ring_full = ring_busy.bit_select(ring_tail, 1)
+        i_need = col2im | (i_mask != 0b11)
+        m.submodules.ops = ops = SyncFIFO(width=30 + 2 + 32 + 1, depth=depth)
+        i_room = storing & i_valid & ~ring_full & ops.w_rdy & tags.w_rdy
+        m.d.comb += [st_rd_valid.eq(i_room & i_need & ~hazard), st_rd_word.eq(i_word),
+                     i_adv.eq(i_room & (~i_need | (~hazard & rd_fire)))]
+        m.d.comb += [ops.w_data.eq(Cat(i_word, i_mask, i_val, i_need)), ops.w_en.eq(i_adv)]
+        with m.If(i_adv):
+            m.d.sync += ring_tail.eq(ring_tail + 1)
+            with m.Switch(ring_tail):
+                for j in range(depth):
+                    with m.Case(j):
+                        m.d.sync += ring_word[j].eq(i_word)
+        clear = Signal(depth)
+        m.d.comb += clear.eq(Mux(resp_write, Const(1, depth) << ring_head, 0)[:depth])
+        setb = Signal(depth)
+        m.d.comb += setb.eq(Mux(i_adv, Const(1, depth) << ring_tail, 0)[:depth])
+        m.d.sync += ring_busy.eq((ring_busy & ~clear) | setb)
+        with m.If(resp_write):
+            m.d.sync += ring_head.eq(ring_head + 1)
+
+        # Complete: merge with the old word (saturating add for COL2IM) and
+        # queue the write. The queues hold at most ``depth`` words (the ring
+        # bounds operations in flight), so taking read data never waits for
+        # the command channel: a target may hold commands until its earlier
+        # reads drain.
+        o_word, o_mask = ops.r_data[:30], ops.r_data[30:32]
+        o_val = data.ArrayLayout(signed(16), 2)(ops.r_data[32:64])
+        o_need = ops.r_data[64]
+        # Write commands run ahead of their data: separate queues.
+        m.submodules.wcmds = wcmds = SyncFIFO(width=30, depth=depth)
+        m.submodules.wdata = wdata = SyncFIFO(width=32, depth=depth)
+        o_take = storing & ops.r_rdy & wcmds.w_rdy & wdata.w_rdy & (~o_need | mem.r.valid)
+        old = Mux(o_need, mem.r.payload, 0)
+        merged = Signal(32)
+        for h in range(2):
+            old_h = old.word_select(h, 16).as_signed()
+            added = saturate(old_h + o_val[h], 16)
+            m.d.comb += merged.word_select(h, 16).eq(
+                Mux(o_mask[h], Mux(col2im, added, o_val[h]), old_h))
+        m.d.comb += [ops.r_en.eq(o_take),
+                     wcmds.w_en.eq(o_take), wcmds.w_data.eq(o_word),
+                     wdata.w_en.eq(o_take), wdata.w_data.eq(merged)]
+        m.d.comb += [wr_cmd_valid.eq(wcmds.r_rdy & tags.w_rdy), wr_word.eq(wcmds.r_data),
+                     wcmds.r_en.eq(wr_fire),
+                     mem.w.valid.eq(wdata.r_rdy), mem.w.payload.eq(wdata.r_data),
+                     wdata.r_en.eq(mem.w.ready)]
+        w_fire = mem.w.valid & mem.w.ready
+
+        # mem.r serves both paths: loads pop ``pending``, stores ``ops``.
+        m.d.comb += mem.r.ready.eq(Mux(storing_cmd,
+                                       storing & ops.r_rdy & o_need & wcmds.w_rdy & wdata.w_rdy,
+                                       loading & pending.r_rdy & head.need))
+
+        # ---- command life cycle --------------------------------------------
+        m.d.comb += finished.eq(
+            ~gen_active & ~e1_valid & ~elems.r_rdy
+            & ~pending.r_rdy & ~load_wr
+            & ~pend & ~x_valid & ~y_valid & ~z_valid & ~op_valid & ~i_valid
+            & ~ops.r_rdy & ~wcmds.r_rdy & ~wdata.r_rdy & ~tags.r_rdy)
+
+        r_word = mem.r.valid & mem.r.ready
+        m.d.comb += [self.r_word.eq(r_word), self.w_word.eq(w_fire),
+                     self.mem_stall.eq(busy & ~r_word & ~w_fire)]
+        return m

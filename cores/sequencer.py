@@ -23,19 +23,25 @@ commands with reserved bits, a wrong unit, or fields out of range):
   transpose (``cols`` rows of ``rows`` elements). Rows must start on 32-bit
   words (``addr``, ``stride`` multiples of 4) and a stored row must fill whole
   words. ``shift`` is the DMA's (C load: left, store: round-half-even right,
-  saturating). ``RESIDENT`` skips the command. ``IM2COL``, ``COL2IM`` and
-  ``FMAP`` are not implemented yet (bad command).
+  saturating). ``RESIDENT`` skips the command.
+* ``DMA_LOAD``/``DMA_STORE`` with ``IM2COL``, ``FMAP`` or ``COL2IM``
+  (``cores/fmap_dma.py``, model ``fixedpoint.tiles``): rows ``k0 ..`` and
+  columns ``col0 ..`` of the im2col matrix (IM2COL loads, COL2IM
+  saturating-add stores) or of the channel x position matrix of the output
+  map (FMAP loads and stores) of the geometry the last ``SET_GEOMETRY`` on
+  the line buffer set; element-granular (any alignment; partial words are
+  read-modify-written). ``rows x cols`` is the operand's view as for plain
+  moves; ``TRANSPOSE_B`` (IM2COL into B only) loads the im2col tile's
+  transpose; ``stride`` must be 0. These moves and plain ones run one at a
+  time (they share the DMA's place in the hazard checks).
 * ``GEMM``: ``C[m x n] (+)= A[m x k] @ B[k x n]`` with ``m <= rows``,
   ``n <= cols``, ``k >= 1``, operands at ``a_offset``/``b_offset`` (multiples
   of ``rows``/``cols``), result rows at ``c_offset`` (a multiple of ``cols``);
   ``ACCUMULATE`` adds to C (wrapping at ``acc_width``, like the array's
   accumulators). ``BIAS``: the sequencer first loads ``m`` biases from
   ``bias_addr`` (word aligned) into its bias buffer, then adds bias ``i`` to
-  every element of C row ``i`` as the tile drains. The ISA has no bias shift
-  field yet, so biases must already have the accumulator's frac (a
-  ``bias_shift`` field in ``isa.LAYOUTS[GEMM]`` is picked up when it
-  appears); alternatively a ``DMA_LOAD`` into C with ``TRANSPOSE_B``, stride
-  0 and ``shift`` preloads an aligned bias for accumulating GEMMs.
+  every element of C row ``i`` as the tile drains, shifted left by
+  ``bias_shift`` (0..``acc_width - data_width``) onto the accumulator's frac.
   ``TRANSPOSE_A``/``TRANSPOSE_B`` are bad commands on a GEMM: operands are
   transposed by the load.
 * ``ELTWISE`` (``cores/eltwise_engine.py``): ``count`` int16 elements from
@@ -56,8 +62,9 @@ commands with reserved bits, a wrong unit, or fields out of range):
   count, and ``images``, the batch, are free, non-zero; ``group`` 0 or 1).
   It retires at once: a POOL_FWD copies the geometry when it starts. An
   unsupported geometry is a bad command and leaves none selected, so the
-  POOL_FWDs after it are flagged too. On unit ``LINE_BUFFER`` it is a bad
-  command (IM2COL is not implemented).
+  POOL_FWDs after it are flagged too. On unit ``LINE_BUFFER`` it sets the
+  convolution geometry of the IM2COL/FMAP/COL2IM moves after it (checked by
+  each move; a running move keeps the geometry it started with).
 * ``POOL_FWD`` (``cores/pool_engine.py``): channels ``c0 ..`` and images
   ``n0 ..`` of the NCHW int16 map at ``src`` pooled (``func``: MAX or AVE,
   a kind the geometry was built with) to the NCHW map at ``dst``,
@@ -76,7 +83,8 @@ Ports: ``commands`` (In stream of 32-bit words), ``mem`` (``Out(MemoryPort())``)
 ``enable`` (In: fetch commands), ``busy`` (a command is held or a unit
 works), ``dma_busy``, ``array_busy``, ``eltwise_busy``, ``pool_busy``, ``end``,
 ``host_wait``, ``host_resume`` (In), ``bad_command`` and ``mem_fault`` (one-cycle pulses, for
-the ERROR register), ``counters`` (:data:`CounterIncrements`, per cycle).
+the ERROR register), ``counters`` (:data:`CounterIncrements`, per cycle),
+``trace`` (:data:`TraceEvent`: each command as it leaves the issue slot).
 
 Throughput: the array takes one ``k`` step per cycle while the scratchpads
 feed it; back-to-back GEMMs stream without a gap (the drain of one overlaps
@@ -98,11 +106,12 @@ from fecaffe_hw.runtime import isa
 from .eltwise_engine import EltwiseEngine
 from .pool_engine import PoolEngine, PoolGeometry
 from .dma import BUFFER_A, BUFFER_B, BUFFER_C, BUFFER_BIAS, Dma, DmaCommand
+from .fmap_dma import ConvGeometryLayout, FmapCommand, FmapDma, FmapMode
 from .memory_port import MemoryPort
 from .scratchpad import Scratchpad
 from .systolic import SystolicArray
 
-__all__ = ["Sequencer", "CounterIncrements", "PoolGeometry"]
+__all__ = ["Sequencer", "CounterIncrements", "TraceEvent", "PoolGeometry"]
 
 #: Per-cycle increments of the performance counters the sequencer drives
 #: (``runtime.regmap`` names: BUSY_CYCLES, MACS, ARRAY_STALL_CYCLES,
@@ -117,6 +126,17 @@ def CounterIncrements(rows, cols):
         "mem_write_bytes": range(5),
         "commands_done": 2,
     })
+
+
+#: ``trace``: a command left the sequencer's issue slot this cycle (started
+#: on its unit, finished if instant, or refused), for simulation reports.
+TraceEvent = data.StructLayout({
+    "valid": 1,
+    "opcode": 8,
+    "layer": 16,
+    "stage": 4,
+    "bad": 1,
+})
 
 
 def _field(words, opcode, name):
@@ -164,6 +184,19 @@ class _NoEltwise:
 
     def from_isa(self, m, **fields):
         return Const(0, 1), Const(0)
+
+
+class _NoFmap:
+    """Stand-in for the feature-map DMA of an 8-bit build: idle, and every
+    IM2COL/FMAP/COL2IM move illegal."""
+
+    def __init__(self):
+        self.mem = MemoryPort().create()
+        self.cmd = stream.Signature(1).create()
+        self.done, self.fault, self.r_word, self.w_word, self.mem_stall = (Const(0),) * 5
+
+    def legal(self, cmd):
+        return Const(0)
 
 
 class _NoPool:
@@ -220,6 +253,9 @@ class Sequencer(wiring.Component):
                                        chunk_words=eltwise_chunk)
                          if data_width == 16 else None)
         pool_geometries = tuple(pool_geometries)
+        self._fmap = (FmapDma(rows=rows, cols=cols, acc_width=acc_width, a_depth=a_depth,
+                              b_depth=b_depth, c_depth=c_depth)
+                      if data_width == 16 else None)
         self._pool = (PoolEngine(geometries=pool_geometries, chunk_words=pool_chunk,
                                  backward=pool_backward)
                       if pool_geometries and data_width == 16 else None)
@@ -241,6 +277,7 @@ class Sequencer(wiring.Component):
             "bad_command": Out(1),
             "mem_fault": Out(1),
             "counters": Out(CounterIncrements(rows, cols)),
+            "trace": Out(TraceEvent),
         })
 
     rows = property(lambda self: self._rows)
@@ -281,10 +318,18 @@ class Sequencer(wiring.Component):
             pool = _NoPool()
         else:
             m.submodules.pool = pool
-        # One owner of the memory port at a time: the ELTWISE or pool engine
-        # while it runs (the DMA is idle then), the DMA otherwise.
+        fmap = self._fmap
+        fmap_active = Signal()
+        if fmap is None:
+            fmap = _NoFmap()
+        else:
+            m.submodules.fmap = fmap
+        # One owner of the memory port at a time: the ELTWISE, pool or
+        # feature-map engine while it runs (the DMA is idle then), the DMA
+        # otherwise.
         for unit, owns in ((elt.mem, elt_active), (pool.mem, pool_active),
-                           (dma.mem, ~elt_active & ~pool_active)):
+                           (fmap.mem, fmap_active),
+                           (dma.mem, ~elt_active & ~pool_active & ~fmap_active)):
             for name in ("cmd", "w"):
                 src, dst = getattr(unit, name), getattr(self.mem, name)
                 with m.If(owns):
@@ -295,9 +340,25 @@ class Sequencer(wiring.Component):
                 m.d.comb += [dst.valid.eq(owns & src.valid), dst.payload.eq(src.payload)]
                 with m.If(owns):
                     m.d.comb += src.ready.eq(dst.ready)
-        wiring.connect(m, dma.a_write, a_buf.write)
-        wiring.connect(m, dma.b_write, b_buf.write)
-        wiring.connect(m, dma.c_read, c_buf.read1)
+        # Both DMAs write A and B (one runs at a time; a write may trail its
+        # engine's done by a cycle, so select by the write, not the engine).
+        if self._fmap is None:
+            wiring.connect(m, dma.a_write, a_buf.write)
+            wiring.connect(m, dma.b_write, b_buf.write)
+            wiring.connect(m, dma.c_read, c_buf.read1)
+        else:
+            for ours, theirs, buf in ((dma.a_write, fmap.a_write, a_buf.write),
+                                      (dma.b_write, fmap.b_write, b_buf.write)):
+                with m.If(theirs.en.any()):
+                    m.d.comb += [buf.addr.eq(theirs.addr), buf.data.eq(theirs.data),
+                                 buf.en.eq(theirs.en)]
+                with m.Else():
+                    m.d.comb += [buf.addr.eq(ours.addr), buf.data.eq(ours.data),
+                                 buf.en.eq(ours.en)]
+            c_rd1 = c_buf.read1
+            m.d.comb += [c_rd1.addr.eq(Mux(fmap_active, fmap.c_read.addr, dma.c_read.addr)),
+                         c_rd1.en.eq(Mux(fmap_active, fmap.c_read.en, dma.c_read.en)),
+                         dma.c_read.data.eq(c_rd1.data), fmap.c_read.data.eq(c_rd1.data)]
         wiring.connect(m, dma.bias_write, bias_buf.write)
 
         # ---- command fetch ------------------------------------------------
@@ -357,10 +418,49 @@ class Sequencer(wiring.Component):
             dma_cmd.word.eq(dma_word),
             dma_cmd.shift.eq(_field(words, d_op, "shift")),
         ]
-        dma_extent = Mux(dma_cmd.transpose, dma_cmd.cols, dma_cmd.rows)
         dma_flags_ok = (flags & ~(F.TRANSPOSE_A | F.TRANSPOSE_B | F.RESIDENT | F.LAST)) == 0
         dma_ok = (dma.legal(dma_cmd) & offset_ok & (func < 3) & dma_flags_ok
                   & (_field(words, d_op, "col0") == 0) & (_field(words, d_op, "k0") == 0))
+
+        # IM2COL / FMAP / COL2IM moves go to the feature-map DMA, with the
+        # geometry of the last SET_GEOMETRY on the line buffer.
+        conv_geom = Signal(ConvGeometryLayout)
+        conv_geom_valid = Signal()
+        is_store = opcode == Op.DMA_STORE
+        im2col, fmap_flag, col2im = ((flags & f).any() for f in (F.IM2COL, F.FMAP, F.COL2IM))
+        fmap_sel = im2col | fmap_flag | col2im
+        fmap_transpose_b = (flags & F.TRANSPOSE_B).any()
+        fmap_cmd = Signal(FmapCommand)
+        m.d.comb += [
+            fmap_cmd.mode.eq(Mux(is_store, Mux(col2im, FmapMode.STORE_COL2IM,
+                                               FmapMode.STORE_FMAP),
+                                 Mux(im2col, FmapMode.LOAD_IM2COL, FmapMode.LOAD_FMAP))),
+            fmap_cmd.buffer.eq(func[:2]),
+            # A holds columns; an IM2COL|TRANSPOSE_B load into B is the
+            # transpose of the im2col tile (operand rows are its columns).
+            fmap_cmd.transpose.eq((func == BUFFER_A) | fmap_transpose_b),
+            fmap_cmd.addr.eq(_field(words, d_op, "addr")),
+            fmap_cmd.k0.eq(_field(words, d_op, "k0")),
+            fmap_cmd.col0.eq(_field(words, d_op, "col0")),
+            fmap_cmd.rows.eq(Mux(fmap_transpose_b, _field(words, d_op, "cols"),
+                                 _field(words, d_op, "rows"))),
+            fmap_cmd.cols.eq(Mux(fmap_transpose_b, _field(words, d_op, "rows"),
+                                 _field(words, d_op, "cols"))),
+            fmap_cmd.word.eq(dma_word),
+            fmap_cmd.shift.eq(_field(words, d_op, "shift")),
+            fmap_cmd.geometry.eq(conv_geom),
+        ]
+        # Exactly one move kind, loads IM2COL/FMAP into A or B (TRANSPOSE_B
+        # only with IM2COL into B), stores FMAP/COL2IM from C; no stride.
+        one_kind = (im2col.as_unsigned() + fmap_flag + col2im) == 1
+        fmap_flags_ok = ((flags & ~(F.IM2COL | F.FMAP | F.COL2IM | F.TRANSPOSE_B | F.LAST))
+                         == 0) & one_kind & Mux(
+            is_store, ~im2col & ~fmap_transpose_b & (func == BUFFER_C),
+            ~col2im & (func != BUFFER_C) & (~fmap_transpose_b | (im2col & (func == BUFFER_B))))
+        fmap_ok = (fmap.legal(fmap_cmd) & offset_ok & fmap_flags_ok & conv_geom_valid
+                   & (_field(words, d_op, "stride") == 0))
+        dma_extent = Mux(fmap_sel, Mux(fmap_cmd.transpose, fmap_cmd.cols, fmap_cmd.rows),
+                         Mux(dma_cmd.transpose, dma_cmd.cols, dma_cmd.rows))
         dma_new_lo = dma_cmd.word
         dma_new_hi = dma_cmd.word + dma_extent
         dma_blocked = dma_active | mem_engine | Mux(
@@ -378,10 +478,7 @@ class Sequencer(wiring.Component):
         g_flags_ok = (flags & ~(F.ACCUMULATE | F.BIAS | F.RESIDENT | F.LAST)) == 0
         g_bias = (flags & F.BIAS).any()
         bias_addr = _field(words, g_op, "bias_addr")
-        # The ISA has no bias shift yet: the bias must then be in the
-        # accumulator's format (see the module docstring).
-        bias_shift = (_field(words, g_op, "bias_shift")
-                      if any(f.name == "bias_shift" for f in isa.LAYOUTS[g_op]) else Const(0, 8))
+        bias_shift = _field(words, g_op, "bias_shift")
         bias_cmd = Signal(DmaCommand)
         m.d.comb += [bias_cmd.buffer.eq(BUFFER_BIAS), bias_cmd.transpose.eq(1),
                      bias_cmd.addr.eq(bias_addr), bias_cmd.rows.eq(1), bias_cmd.cols.eq(g_m),
@@ -434,7 +531,7 @@ class Sequencer(wiring.Component):
                 with m.Case(op):
                     m.d.comb += legal.eq(
                         ~_reserved(words, op) & (_field(words, op, "unit") == isa.Unit.DMA)
-                        & (dma_ok | (flags & F.RESIDENT).any()))
+                        & Mux(fmap_sel, fmap_ok, dma_ok | (flags & F.RESIDENT).any()))
             with m.Case(Op.GEMM):
                 m.d.comb += legal.eq(~_reserved(words, g_op) & gemm_ok
                                      & (_field(words, g_op, "unit") == isa.Unit.ARRAY))
@@ -442,16 +539,19 @@ class Sequencer(wiring.Component):
                 m.d.comb += legal.eq(~_reserved(words, e_op) & elt_ok & ((flags & ~F.LAST) == 0)
                                      & (_field(words, e_op, "unit") == isa.Unit.ELTWISE))
             with m.Case(s_op):
-                # Only the pooling unit's geometry: the line buffer serves
-                # IM2COL, which is not implemented yet.
-                m.d.comb += legal.eq(~_reserved(words, s_op) & geom_ok & plain_ok
-                                     & (_field(words, s_op, "unit") == isa.Unit.POOL))
+                # The pooling unit's must be one the pool engine was built
+                # for; the line buffer's is checked by the moves that use it.
+                m.d.comb += legal.eq(~_reserved(words, s_op) & plain_ok & Mux(
+                    _field(words, s_op, "unit") == isa.Unit.POOL, geom_ok,
+                    (_field(words, s_op, "unit") == isa.Unit.LINE_BUFFER)
+                    & (self._fmap is not None)))
             with m.Case(p_op, Op.POOL_BWD):
                 m.d.comb += legal.eq(~_reserved(words, p_op) & pool_ok & pool_geom_valid
                                      & ((flags & ~(F.TRAINING | F.LAST)) == 0)
                                      & (_field(words, p_op, "unit") == isa.Unit.POOL))
 
         start_dma = Signal()
+        start_fmap = Signal()
         start_bias = Signal()
         start_gemm = Signal()
         start_elt = Signal()
@@ -463,12 +563,18 @@ class Sequencer(wiring.Component):
                 m.d.comb += [self.bad_command.eq(1), retire.eq(1)]
                 with m.If(opcode == s_op):
                     # No stale geometry survives a refused one.
-                    m.d.sync += pool_geom_valid.eq(0)
+                    with m.If(_field(words, s_op, "unit") == isa.Unit.LINE_BUFFER):
+                        m.d.sync += conv_geom_valid.eq(0)
+                    with m.Else():
+                        m.d.sync += pool_geom_valid.eq(0)
             with m.Elif((opcode == Op.DMA_LOAD) | (opcode == Op.DMA_STORE)):
                 with m.If((flags & F.RESIDENT).any()):
                     m.d.comb += [retire.eq(1), instant_done.eq(1)]
                 with m.Elif(~dma_blocked):
-                    m.d.comb += [start_dma.eq(1), retire.eq(1)]
+                    with m.If(fmap_sel):
+                        m.d.comb += [start_fmap.eq(1), retire.eq(1)]
+                    with m.Else():
+                        m.d.comb += [start_dma.eq(1), retire.eq(1)]
             with m.Elif(opcode == Op.GEMM):
                 # A bias is fetched first, once earlier tiles no longer need the
                 # bias buffer; the GEMM itself then waits for that load.
@@ -487,9 +593,15 @@ class Sequencer(wiring.Component):
                     m.d.comb += [start_pool.eq(1), retire.eq(1)]
             with m.Elif(opcode == s_op):
                 m.d.comb += [retire.eq(1), instant_done.eq(1)]
-                m.d.sync += [pool_geom.eq(geom_index), pool_geom_valid.eq(1),
-                             pool_total.eq(_field(words, s_op, "channels")),
-                             pool_batch.eq(_field(words, s_op, "images"))]
+                with m.If(_field(words, s_op, "unit") == isa.Unit.LINE_BUFFER):
+                    # A running move copied its geometry when it started.
+                    m.d.sync += [conv_geom_valid.eq(1)]
+                    m.d.sync += [conv_geom[name].eq(_field(words, s_op, name))
+                                 for name in ConvGeometryLayout.members]
+                with m.Else():
+                    m.d.sync += [pool_geom.eq(geom_index), pool_geom_valid.eq(1),
+                                 pool_total.eq(_field(words, s_op, "channels")),
+                                 pool_batch.eq(_field(words, s_op, "images"))]
             with m.Elif(opcode == Op.NOP):
                 m.d.comb += [retire.eq(1), instant_done.eq(1)]
             with m.Elif(opcode == Op.HOST):
@@ -505,13 +617,19 @@ class Sequencer(wiring.Component):
         # ---- DMA -----------------------------------------------------------
         m.d.comb += [dma.cmd.valid.eq(start_dma | start_bias),
                      dma.cmd.payload.eq(Mux(start_bias, bias_cmd, dma_cmd))]
-        with m.If(start_dma):
-            m.d.sync += [dma_active.eq(1), dma_buf.eq(dma_cmd.buffer),
+        with m.If(start_dma | start_fmap):
+            m.d.sync += [dma_active.eq(1), dma_buf.eq(func[:2]),
                          dma_lo.eq(dma_new_lo), dma_hi.eq(dma_new_hi)]
         with m.Elif(start_bias):
             m.d.sync += [dma_active.eq(1), dma_buf.eq(BUFFER_BIAS)]
-        with m.Elif(dma.done):
+        with m.Elif(dma.done | fmap.done):
             m.d.sync += dma_active.eq(0)
+        # ---- feature-map DMA -------------------------------------------------
+        m.d.comb += [fmap.cmd.valid.eq(start_fmap), fmap.cmd.payload.eq(fmap_cmd)]
+        with m.If(start_fmap):
+            m.d.sync += fmap_active.eq(1)
+        with m.Elif(fmap.done):
+            m.d.sync += fmap_active.eq(0)
         # ---- ELTWISE -------------------------------------------------------
         m.d.comb += [elt.cmd.valid.eq(start_elt), elt.cmd.payload.eq(elt_cmd)]
         with m.If(start_elt):
@@ -525,7 +643,7 @@ class Sequencer(wiring.Component):
         with m.Elif(pool.done):
             m.d.sync += pool_active.eq(0)
         m.d.comb += self.mem_fault.eq((dma.done & dma.fault) | (elt.done & elt.fault)
-                                      | (pool.done & pool.fault))
+                                      | (pool.done & pool.fault) | (fmap.done & fmap.fault))
 
         # ---- GEMM feeder: A columns and B rows into the array -------------
         feed_left = Signal(24)
@@ -608,7 +726,10 @@ class Sequencer(wiring.Component):
         m.d.comb += gemm_idle.eq(~feeding & ~beat_valid & ~tiles.r_rdy & ~s1_valid)
         tile_done = take & (drow == rows - 1)
 
-        # ---- status and counters ------------------------------------------
+        # ---- status, trace and counters ------------------------------------
+        m.d.comb += [self.trace.valid.eq(retire), self.trace.opcode.eq(opcode),
+                     self.trace.layer.eq(words[1][:16]), self.trace.stage.eq(words[1][16:20]),
+                     self.trace.bad.eq(self.bad_command)]
         m.d.comb += [self.busy.eq((count != 0) | ~all_idle),
                      self.dma_busy.eq(dma_active), self.array_busy.eq(~gemm_idle),
                      self.eltwise_busy.eq(elt_active), self.pool_busy.eq(pool_active)]
@@ -619,12 +740,15 @@ class Sequencer(wiring.Component):
             cnt.macs.eq(Mux(beat, beat_macs, 0)),
             cnt.array_stall.eq(~gemm_idle & ~beat),
             cnt.mem_stall.eq(Mux(elt_active, elt.mem_stall,
-                                 Mux(pool_active, pool.mem_stall, dma.mem_stall))),
-            cnt.mem_read_bytes.eq(Mux(dma.r_word | elt.r_word | pool.r_word, 4, 0)),
-            cnt.mem_write_bytes.eq(Mux(dma.w_word | elt.w_word | pool.w_word, 4, 0)),
+                                 Mux(pool_active, pool.mem_stall,
+                                     Mux(fmap_active, fmap.mem_stall, dma.mem_stall)))),
+            cnt.mem_read_bytes.eq(Mux(dma.r_word | elt.r_word | pool.r_word | fmap.r_word, 4, 0)),
+            cnt.mem_write_bytes.eq(Mux(dma.w_word | elt.w_word | pool.w_word | fmap.w_word,
+                                       4, 0)),
             # The DMA and the memory engines never finish in the same cycle.
             cnt.commands_done.eq(instant_done + (dma.done & dma_active & (dma_buf != BUFFER_BIAS))
                                  + (elt.done & elt_active) + (pool.done & pool_active)
+                                 + (fmap.done & fmap_active)
                                  + tile_done),
         ]
         return m

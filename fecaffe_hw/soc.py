@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# (On-chip tensor memory is elaborated in __init__, see ``Soc.memory``.)
 """The accelerator SoC for one :class:`~fecaffe_hw.compiler.plan.Plan`.
 
 ::
@@ -26,7 +28,7 @@ the host can check it talks to the bitstream it expects.
 """
 
 from amaranth.hdl import Module, ResetInserter, Signal
-from amaranth.lib import fifo, wiring
+from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .cores.axi import AxiLiteSignature, AxiSignature, AxiStreamSignature
@@ -37,7 +39,8 @@ from .cores.axis_dma import AxisDma
 from .cores.csr_bank import CsrBank
 from .cores.host_link import UartHostLink
 from .cores.memory_arbiter import MemoryArbiter
-from .cores.sequencer import PoolGeometry, Sequencer
+from .cores.frame_engine import FrameEngine
+from .cores.sequencer import CounterIncrements, PoolGeometry, Sequencer, TraceEvent
 from .compiler.plan import buffer_depths
 from .errors import PlanError
 from .runtime.regmap import PCIE_REGISTERS, REGISTERS, register
@@ -60,7 +63,9 @@ class Soc(wiring.Component):
     """The accelerator for ``plan``, with its host link and tensor memory port.
 
     Ports with ``link="uart"``: ``rx`` In(1), ``tx`` Out(1): the UART pins
-    (idle high). With ``link="pcie"`` (the plan's board must list a PCIe
+    (idle high). With ``link="stream"`` (simulation): ``host_rx``/``host_tx``,
+    the frame engine's byte streams (the UART's bytes, one per cycle), and
+    the sequencer's ``trace`` and ``counters``. With ``link="pcie"`` (the plan's board must list a PCIe
     link): ``axil`` (``In(AxiLiteSignature(16))``, the XDMA's M_AXI_LITE on
     BAR0), ``h2c`` (``In(AxiStreamSignature(32))``) and ``c2h``
     (``Out(AxiStreamSignature(32))``), the XDMA's stream channels (through
@@ -81,8 +86,8 @@ class Soc(wiring.Component):
 
     def __init__(self, plan, *, clk_freq=None, baud=12_000_000, link="uart",
                  memory_latency=None):
-        if link not in ("uart", "pcie"):
-            raise PlanError(f"link {link!r} is unknown (uart or pcie)")
+        if link not in ("uart", "pcie", "stream"):
+            raise PlanError(f"link {link!r} is unknown (uart, pcie, or stream for simulation)")
         if link == "pcie" and "pcie" not in plan.board.get("links", ()):
             raise PlanError(f"board {plan.board['name']} has no PCIe link "
                             f"(links: {', '.join(plan.board.get('links', ()))})")
@@ -102,6 +107,9 @@ class Soc(wiring.Component):
         if link == "uart":
             self._link = UartHostLink(clk_freq=self._clk_freq, baud=baud,
                                       mem_size=min(self._mem_size, 2**32 - 4))
+        elif link == "stream":
+            self._link = FrameEngine(clk_freq=self._clk_freq,
+                                     mem_size=min(self._mem_size, 2**32 - 4))
         else:
             self._link = AxilCsr(addr_width=PCIE_CSR_ADDR_WIDTH)
             self._dma = AxisDma(mem_size=min(self._mem_size, 2**32))
@@ -118,12 +126,22 @@ class Soc(wiring.Component):
         self._addr_width = max(12, (self._mem_size - 1).bit_length())
         if link == "uart":
             ports = {"rx": In(1, init=1), "tx": Out(1, init=1)}
+        elif link == "stream":
+            ports = {"host_rx": In(stream.Signature(8)), "host_tx": Out(stream.Signature(8)),
+                     "trace": Out(TraceEvent),
+                     "counters": Out(CounterIncrements(plan.rows, plan.cols))}
         else:
             ports = {"axil": In(AxiLiteSignature(addr_width=PCIE_CSR_ADDR_WIDTH)),
                      "h2c": In(AxiStreamSignature(32)),
                      "c2h": Out(AxiStreamSignature(32))}
         if self._external:
             ports["mem"] = Out(AxiSignature(addr_width=self._addr_width, data_width=32))
+            self._ram = self._ram_module = None
+        else:
+            self._ram = AxiRam(size=self._mem_size, data_width=32, addr_width=self._addr_width,
+                               latency=self._memory_latency)
+            # Elaborated now so that a simulator can reach its Memory (``memory``).
+            self._ram_module = self._ram.elaborate(None)
         super().__init__(ports)
 
     plan = property(lambda self: self._plan)
@@ -131,6 +149,12 @@ class Soc(wiring.Component):
     external_memory = property(lambda self: self._external)
     mem_size = property(lambda self: self._mem_size)
     link = property(lambda self: self._link_kind)
+    addr_width = property(lambda self: self._addr_width)
+
+    @property
+    def memory(self):
+        """The on-chip tensor memory's ``lib.memory.Memory`` (None with a ``mem`` port)."""
+        return self._ram_module.submodules.mem if self._ram_module is not None else None
 
     @property
     def baud(self):
@@ -174,7 +198,15 @@ class Soc(wiring.Component):
         if pcie:
             dma_mem_fault = self._connect_pcie(m, bank, commands, arbiter, soft_reset)
         else:
-            m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
+            if self._link_kind == "stream":
+                m.d.comb += [link.rx.valid.eq(self.host_rx.valid),
+                             link.rx.payload.data.eq(self.host_rx.payload),
+                             self.host_rx.ready.eq(link.rx.ready)]
+                wiring.connect(m, link.tx, wiring.flipped(self.host_tx))
+                m.d.comb += [self.trace.eq(sequencer.trace),
+                             self.counters.eq(sequencer.counters)]
+            else:
+                m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
             wiring.connect(m, link.csr, bank.bus)
             # Host -> command FIFO -> sequencer. RUN is all-or-nothing against
             # the free space the engine sees.
@@ -191,10 +223,8 @@ class Soc(wiring.Component):
         if self._external:
             wiring.connect(m, axi_master.axi, wiring.flipped(self.mem))
         else:
-            m.submodules.memory = memory = AxiRam(size=self._mem_size, data_width=32,
-                                                  addr_width=self._addr_width,
-                                                  latency=self._memory_latency)
-            wiring.connect(m, axi_master.axi, memory.axi)
+            m.submodules.memory = self._ram_module
+            wiring.connect(m, axi_master.axi, self._ram.axi)
 
         # Identity: what the host checks before it trusts the bitstream.
         for name, value in self.capabilities().items():
@@ -226,7 +256,7 @@ class Soc(wiring.Component):
                      | bank.field("ERROR", "overflow")),
             bank.field("STATUS", "error").eq(error),
         ]
-        if not pcie:
+        if self._link_kind == "uart":
             m.d.comb += bank.field("ERROR", "overflow_set").eq(link.overrun)
 
         # Performance counters, straight from the units that do the work.

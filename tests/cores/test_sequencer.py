@@ -618,7 +618,8 @@ def test_sequencer_pool_illegal_geometry():
         (set_geometry(g, channels=total, images=batch, pad_h=0), True),  # not built
         (pool(), True),                                  # the refused one left none behind
         (set_geometry(g, channels=total, images=batch, out_w=4), True),  # inconsistent sizes
-        (set_geometry(g, channels=total, images=batch, unit=Unit.LINE_BUFFER), True),
+        # The line buffer's geometry (for IM2COL) is legal and leaves the pool's alone.
+        (set_geometry(g, channels=total, images=batch, unit=Unit.LINE_BUFFER), False),
         (set_geometry(g, channels=0, images=batch), True),
         (set_geometry(MAX_ONLY, channels=1, images=1), False),
         (pool(func=PoolKind.AVE, channels=1), True),     # a kind the geometry lacks

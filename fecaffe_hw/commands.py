@@ -46,6 +46,42 @@ def _configure_generate(parser):
     parser.set_defaults(run=run)
 
 
+@command("sim", "Simulate the generated SoC running a network, cycle by cycle.", epilog="""\
+the schedule goes through the SoC's host link as protocol frames (HOST steps
+such as inputs and softmax run on the host, as on the board); tensor memory
+is a model with the board's latency. Every word of tensor memory afterwards
+is compared with the NumPy fixed-point model (exit status 2 on a mismatch,
+naming the first word), and the board's blobs with the float reference.
+
+examples:
+  fecaffe-hw sim nets/lenet.prototxt --batch 1
+  fecaffe-hw sim tests/compiler/nets/odd_conv.prototxt --backend pysim --vcd odd.vcd
+  fecaffe-hw sim nets/lenet_train_test.prototxt --phase test --batch 2 --json
+""")
+def _configure_sim(parser):
+    from .compiler.boards import BOARDS
+    parser.add_argument("net", metavar="NET", help="network prototxt (deploy or train/test)")
+    parser.add_argument("--board", choices=sorted(BOARDS), default="arty",
+                        help="board whose plan is simulated (default: arty)")
+    parser.add_argument("--backend", choices=("auto", "pysim", "cxxrtl"), default="auto",
+                        help="auto: CXXRTL when a C++ compiler is found, else pysim")
+    parser.add_argument("--phase", choices=("test", "train"), default="test",
+                        help="test: a forward pass; train: one training iteration")
+    parser.add_argument("--batch", type=int, default=1, help="images per batch (default 1)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the fillers and of random inputs (default 0)")
+    parser.add_argument("--weights", metavar="W", help=".caffemodel to start from")
+    parser.add_argument("--memory-latency", type=int, metavar="CYCLES",
+                        help="tensor memory read latency (default: the board's)")
+    parser.add_argument("--vcd", metavar="FILE", help="write a waveform")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+    def run(args):
+        from .simulate import run_sim
+        return run_sim(args)
+    parser.set_defaults(run=run)
+
+
 @command("info", "Show a network's layers, shapes, parameters and MACs.", epilog="""\
 examples:
   fecaffe-hw info nets/lenet.prototxt

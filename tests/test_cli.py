@@ -18,7 +18,7 @@ EXAMPLES = ROOT / "tests" / "caffe" / "examples"
 def run_cli(*argv, cwd=None):
     """Run the installed entry point in a subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "fecaffe_hw", *map(str, argv)],
-                          capture_output=True, text=True, cwd=cwd, timeout=600)
+                          capture_output=True, text=True, cwd=cwd, timeout=1800)
 
 
 def test_info_lenet_json(capsys):

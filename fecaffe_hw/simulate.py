@@ -1,0 +1,108 @@
+"""``fecaffe-hw sim``: the generated SoC runs a network cycle by cycle, checked
+word for word against the NumPy machine and against the float reference."""
+
+import json
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from .errors import FecaffeError
+
+__all__ = ["run_sim"]
+
+
+class SimMismatch(FecaffeError):
+    """The simulated hardware's memory differs from the model's."""
+
+
+def _float_errors(workload, memory):
+    """``{blob: (max abs error vs float, lsb)}`` for the blobs the board computed."""
+    reference = workload.reference()
+    raw = memory.view(np.uint8).tobytes()
+    read = lambda addr, n: raw[addr:addr + n]       # noqa: E731
+    errors = {}
+    for name in workload.blobs():
+        got = workload.float_blob(name, workload.read_blob(name, read))
+        want = reference.blobs[name].data
+        lsb = 2.0 ** -workload.plan.formats[name]["data"].frac
+        errors[name] = (float(np.abs(got - want).max()), lsb)
+    return errors
+
+
+def run_sim(args):
+    from .sim.run import simulate_workload
+    from .sim.workload import build_workload
+
+    if args.phase == "train":
+        # The plan and schedule exist; the gateware cannot run them yet.
+        raise FecaffeError("--phase train: the training-update commands (ACC_ADD, ACC_BIAS, "
+                           "SGD_UPDATE) are not wired into the sequencer yet, so only "
+                           "--phase test runs on the simulated SoC")
+    if args.batch < 1:
+        raise FecaffeError(f"--batch must be at least 1, not {args.batch}")
+    start = time.monotonic()
+    workload = build_workload(args.net, board=args.board, phase=args.phase, batch=args.batch,
+                              seed=args.seed, weights=args.weights)
+    plan = workload.plan
+    if not args.json:
+        print(f"{args.net}: {plan.board['name']}, {plan.rows}x{plan.cols} array, "
+              f"{len(workload.commands):,} commands, batch {args.batch}; "
+              f"simulating ({args.backend})...", file=sys.stderr, flush=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        result = simulate_workload(workload, backend=args.backend, vcd=args.vcd,
+                                   memory_latency=args.memory_latency)
+    for w in caught:
+        print(f"fecaffe-hw sim: notice: {w.message}", file=sys.stderr)
+    errors = _float_errors(workload, result.memory)
+    max_err = max((e for e, _ in errors.values()), default=0.0)
+    clk = plan.board["clock_mhz"]
+    report = {
+        "backend": result.backend, "phase": args.phase, "batch": args.batch,
+        "board": plan.board["name"], "array": {"rows": plan.rows, "cols": plan.cols},
+        "clock_mhz": clk, "cycles": result.cycles,
+        "time_at_clock_ms": result.cycles / (clk * 1e3),
+        "layers": [{k: layer[k] for k in ("name", "op", "cycles", "macs", "utilization",
+                                           "stalls")} for layer in result.layers],
+        "bit_exact": result.bit_exact, "mismatched_words": result.mismatched_words,
+        "max_abs_err_vs_float": max_err,
+        "blob_errors": {name: {"max_abs_err": e, "lsb": lsb} for name, (e, lsb) in errors.items()},
+        "host": {name: {k: v for k, v in r.items() if k != "prob"}
+                 for name, r in result.host.results.items()},
+        "wall_s": round(time.monotonic() - start, 3),
+        "sim_wall_s": round(result.wall_s, 3),
+        "build_s": round(result.build_s, 3),
+        "sim_cycles_per_s": round(result.sim_cycles_per_s, 1),
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_report(report)
+    if not result.bit_exact:
+        n = result.mismatched_words
+        raise SimMismatch(f"the simulated SoC differs from the fixed-point model in "
+                          f"{n:,} word{'s' if n != 1 else ''}; {result.first_mismatch}")
+    return 0
+
+
+def _print_report(r):
+    print(f"{'layer':<16}{'op':<18}{'cycles':>12}{'MACs':>14}{'util':>8}"
+          f"{'mem stall':>11}{'array stall':>13}")
+    for layer in r["layers"]:
+        print(f"{layer['name']:<16}{layer['op']:<18}{layer['cycles']:>12,}{layer['macs']:>14,}"
+              f"{layer['utilization']:>8.1%}{layer['stalls']['mem_stall']:>11,}"
+              f"{layer['stalls']['array_stall']:>13,}")
+    macs = sum(layer["macs"] for layer in r["layers"])
+    peak = r["array"]["rows"] * r["array"]["cols"]
+    util = macs / (peak * r["cycles"]) if r["cycles"] else 0.0
+    print(f"{'total':<34}{r['cycles']:>12,}{macs:>14,}{util:>8.1%}")
+    print(f"{r['cycles']:,} cycles = {r['time_at_clock_ms']:.3f} ms at {r['clock_mhz']:g} MHz "
+          f"on {r['board']}; simulated on {r['backend']} at {r['sim_cycles_per_s']:,.0f} "
+          f"cycles/s")
+    print(f"bit-exact with the fixed-point model: {'yes' if r['bit_exact'] else 'NO'} "
+          f"({r['mismatched_words']} words differ); largest error vs float "
+          f"{r['max_abs_err_vs_float']:.3g}")
+    for name, values in r["host"].items():
+        print(f"host {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))

@@ -1,0 +1,84 @@
+"""``fecaffe-hw sim`` end to end: a compiled net through the SoC's host link in
+both simulation backends, bit-exact with the NumPy machine, with the same
+cycle counts; a mismatch is reported with the blob and word it hit."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fecaffe_hw import cli
+from fecaffe_hw.sim import cxx_compiler
+from fecaffe_hw.sim import run as sim_run
+from fecaffe_hw.sim.run import simulate_workload
+from fecaffe_hw.sim.workload import build_workload
+
+NETS = Path(__file__).parents[1] / "compiler" / "nets"
+ODD_IP = NETS / "odd_ip.prototxt"
+
+
+@pytest.fixture(scope="module")
+def odd_ip_pysim():
+    workload = build_workload(ODD_IP, board="arty", phase="test", batch=2, seed=5)
+    return workload, simulate_workload(workload, backend="pysim")
+
+
+def test_pysim_runs_the_schedule_bit_exact(odd_ip_pysim):
+    workload, result = odd_ip_pysim
+    assert result.backend == "pysim"
+    assert result.bit_exact, result.first_mismatch
+    # Every layer that computes shows up, with the array's MACs where it has any.
+    names = [layer["name"] for layer in result.layers]
+    for rec in workload.plan.layers:
+        if rec["type"] in ("InnerProduct", "Sigmoid", "ReLU"):
+            assert rec["name"] in names
+    for layer in result.layers:
+        scheduled = sum(c.macs for c in workload.commands if c.layer == layer["name"])
+        assert layer["macs"] == scheduled, layer
+        assert 0 <= layer["utilization"] <= 1
+    assert sum(layer["cycles"] for layer in result.layers) <= result.cycles
+    # The host's losses come from logits the SoC computed.
+    assert set(result.host.results) == {"loss", "loss2"}
+
+
+@pytest.mark.skipif(cxx_compiler() is None, reason="no C++ compiler for CXXRTL")
+def test_cxxrtl_matches_pysim_cycle_for_cycle(odd_ip_pysim, capsys):
+    workload, pysim = odd_ip_pysim
+    status = cli.main(["sim", str(ODD_IP), "--backend", "cxxrtl", "--batch", "2",
+                       "--seed", "5", "--json"])
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["backend"] == "cxxrtl" and report["bit_exact"]
+    assert report["mismatched_words"] == 0
+    assert report["cycles"] == pysim.cycles
+    assert [(layer["name"], layer["cycles"], layer["macs"]) for layer in report["layers"]] == \
+        [(layer["name"], layer["cycles"], layer["macs"]) for layer in pysim.layers]
+    assert report["max_abs_err_vs_float"] <= 16 * min(
+        e["lsb"] for e in report["blob_errors"].values())
+    assert report["sim_cycles_per_s"] > 0
+
+
+@pytest.mark.skipif(cxx_compiler() is None, reason="no C++ compiler for CXXRTL")
+def test_a_mismatch_names_the_region_and_exits_nonzero(monkeypatch, capsys):
+    real = sim_run.expected_memory
+
+    def wrong(workload):       # the model "expects" one bit more in ip "fc"'s output
+        words, host = real(workload)
+        region = workload.plan.region("fc.data")
+        words = words.copy()
+        words[region.offset // 4 + 1] ^= np.uint32(1)
+        return words, host
+    monkeypatch.setattr(sim_run, "expected_memory", wrong)
+    status = cli.main(["sim", str(ODD_IP), "--backend", "cxxrtl", "--batch", "2",
+                       "--seed", "5"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "in 1 word;" in err and "fc.data+0x4" in err
+
+
+def test_train_phase_and_bad_batch_are_one_line_errors(capsys):
+    assert cli.main(["sim", str(ODD_IP), "--phase", "train"]) == 2
+    assert cli.main(["sim", str(ODD_IP), "--batch", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("fecaffe-hw sim: error:") for line in err)

@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from .axi import AxiSignature, Burst, Resp, BOUNDARY_BYTES
 from .memory_port import MemoryPort, MAX_BURST_WORDS
+from .skid_buffer import SkidBuffer
 
 __all__ = ["AxiMaster"]
 
@@ -36,8 +37,12 @@ class AxiMaster(wiring.Component):
     (little-endian, as the AXI byte lanes are); write strobes cover only the
     command's words, and the read beats' other words are dropped.
 
-    Throughput: one 32-bit word per cycle each way; two cycles per command
-    on the command side.
+    Throughput: one 32-bit word per cycle each way; read words pass a skid
+    buffer (one cycle; ``r.valid`` and ``r.payload`` come from registers).
+    Latency on the command side: a command's first burst is offered on AR/AW
+    three cycles after the command is taken (registered take, check, burst
+    sizing); the next command is taken while the current one's bursts issue,
+    two cycles apart, so one-burst commands issue one every three cycles.
     """
 
     def __init__(self, *, addr_width=32, data_width=32, id_width=1, max_outstanding=4):
@@ -82,42 +87,61 @@ class AxiMaster(wiring.Component):
         m.submodules.b_resp = b_resp = SyncFIFO(width=1, depth=depth)
 
         # ---- command splitter: one command into bursts within 4 KB --------
+        # Three registered steps keep the address arithmetic off the paths
+        # into and out of this core: the command is taken into registers
+        # (``held``), checked and logged in ``order`` (``check``), and each
+        # burst is sized at the 4 KB boundary a cycle before it is issued
+        # (``decided``).
+        held = Signal()
+        held_cmd = Signal.like(bus.cmd.payload)
+        m.d.comb += bus.cmd.ready.eq(~held)
+        with m.If(bus.cmd.valid & bus.cmd.ready):
+            m.d.sync += [held.eq(1), held_cmd.eq(bus.cmd.payload)]
+
         busy = Signal()
         addr = Signal(32)
         left = Signal(range(MAX_BURST_WORDS + 1))
         write = Signal()
 
-        words = bus.cmd.payload.words
+        words = held_cmd.words
         bad = (words == 0) | (words > MAX_BURST_WORDS)
         addr_width = self._axi_signature.addr_width
         if 2 < addr_width < 32:
             # A burst reaching past the AXI address space would wrap silently
             # once truncated; refuse it like a bad length, with a fault.
-            last_word = (bus.cmd.payload.addr >> 2) + words - 1
+            last_word = (held_cmd.addr >> 2) + words - 1
             bad = bad | ((last_word >> (addr_width - 2)) != 0)
         entry = Signal(order_layout)
+        check = Signal()
         m.d.comb += [
-            entry.write.eq(bus.cmd.payload.write), entry.bad.eq(bad),
-            bus.cmd.ready.eq(~busy & order.w_rdy),
+            check.eq(held & ~busy & order.w_rdy),
+            entry.write.eq(held_cmd.write), entry.bad.eq(bad),
             order.w_data.eq(entry),
-            order.w_en.eq(bus.cmd.valid & bus.cmd.ready),
+            order.w_en.eq(check),
         ]
-        with m.If(bus.cmd.valid & bus.cmd.ready & ~bad):
-            m.d.sync += [
-                busy.eq(1), addr.eq(bus.cmd.payload.addr & ~3), left.eq(words),
-                write.eq(bus.cmd.payload.write),
-            ]
+        with m.If(check):
+            m.d.sync += held.eq(0)
+            with m.If(~bad):
+                m.d.sync += [
+                    busy.eq(1), addr.eq(held_cmd.addr & ~3), left.eq(words),
+                    write.eq(held_cmd.write),
+                ]
 
+        # The next burst, sized the cycle before it is issued.
+        decided = Signal()
         to_boundary = (BOUNDARY_BYTES - addr[:12]) >> 2
-        n = Signal(range(MAX_BURST_WORDS + 1))          # words in this burst
-        m.d.comb += n.eq(Mux(to_boundary < left, to_boundary, left))
+        n = Mux(to_boundary < left, to_boundary, left)
         burst = Signal(burst_layout)
-        m.d.comb += [
-            burst.lane.eq(addr[2:beat_bits]), burst.words.eq(n), burst.last.eq(n == left),
-        ]
-        beats = (burst.lane + n + lanes - 1) >> (beat_bits - 2)
+        burst_len = Signal(8)
+        with m.If(busy & ~decided):
+            m.d.sync += [
+                decided.eq(1),
+                burst.lane.eq(addr[2:beat_bits]), burst.words.eq(n),
+                burst.last.eq(to_boundary >= left),
+                burst_len.eq(((addr[2:beat_bits] + n + lanes - 1) >> (beat_bits - 2)) - 1),
+            ]
         header = {
-            "addr": addr & ~(2**beat_bits - 1), "len": beats - 1, "size": beat_bits,
+            "addr": addr & ~(2**beat_bits - 1), "len": burst_len, "size": beat_bits,
             "burst": Burst.INCR,
             "cache": 0b0011,         # normal non-cacheable bufferable, what MIG expects
         }
@@ -128,7 +152,7 @@ class AxiMaster(wiring.Component):
             m.d.sync += axi.aw.valid.eq(0)
         emit = Signal()
         with m.If(write):
-            m.d.comb += emit.eq(busy & (~axi.aw.valid | axi.aw.ready)
+            m.d.comb += emit.eq(decided & (~axi.aw.valid | axi.aw.ready)
                                 & w_track.w_rdy & b_track.w_rdy)
             m.d.comb += [
                 w_track.w_data.eq(burst), w_track.w_en.eq(emit),
@@ -138,13 +162,14 @@ class AxiMaster(wiring.Component):
                 m.d.sync += axi.aw.valid.eq(1)
                 m.d.sync += [getattr(axi.aw.payload, k).eq(v) for k, v in header.items()]
         with m.Else():
-            m.d.comb += emit.eq(busy & (~axi.ar.valid | axi.ar.ready) & r_track.w_rdy)
+            m.d.comb += emit.eq(decided & (~axi.ar.valid | axi.ar.ready) & r_track.w_rdy)
             m.d.comb += [r_track.w_data.eq(burst), r_track.w_en.eq(emit)]
             with m.If(emit):
                 m.d.sync += axi.ar.valid.eq(1)
                 m.d.sync += [getattr(axi.ar.payload, k).eq(v) for k, v in header.items()]
         with m.If(emit):
-            m.d.sync += [addr.eq(addr + (n << 2)), left.eq(left - n)]
+            m.d.sync += [decided.eq(0), addr.eq(addr + (burst.words << 2)),
+                         left.eq(left - burst.words)]
             with m.If(burst.last):
                 m.d.sync += busy.eq(0)
 
@@ -160,12 +185,20 @@ class AxiMaster(wiring.Component):
         word_fault = r_fault | (r.payload.resp != Resp.OKAY)
         burst_done = r_left == 1
         beat_done = (r_lane == lanes - 1) | burst_done
+        # Words leave through a skid buffer, so the initiator's ``r.ready``
+        # (which crosses the arbiter) ends at a register here instead of
+        # running on into R and the burst FIFOs. A command's response is
+        # logged when its last word leaves, so it still follows that word.
+        word_layout = data.StructLayout({"data": 32, "last": 1, "fault": 1})
+        m.submodules.r_out = r_out = SkidBuffer(word_layout)
         m.d.comb += [
-            bus.r.payload.eq(r.payload.data.word_select(r_lane, 32)),
-            bus.r.valid.eq(r.valid & r_track.r_rdy & (~burst_done | r_resp.w_rdy)),
-            r.ready.eq(bus.r.ready & bus.r.valid & beat_done),
+            r_out.i.payload.data.eq(r.payload.data.word_select(r_lane, 32)),
+            r_out.i.payload.last.eq(burst_done & r_head.last),
+            r_out.i.payload.fault.eq(word_fault),
+            r_out.i.valid.eq(r.valid & r_track.r_rdy),
+            r.ready.eq(r_out.i.ready & r_out.i.valid & beat_done),
         ]
-        with m.If(bus.r.valid & bus.r.ready):
+        with m.If(r_out.i.valid & r_out.i.ready):
             m.d.sync += [
                 r_started.eq(~burst_done), r_lane_reg.eq(r_lane + 1),
                 r_left_reg.eq(r_left - 1), r_fault.eq(word_fault),
@@ -173,8 +206,15 @@ class AxiMaster(wiring.Component):
             with m.If(burst_done):
                 m.d.comb += r_track.r_en.eq(1)
                 with m.If(r_head.last):
-                    m.d.comb += [r_resp.w_data.eq(word_fault), r_resp.w_en.eq(1)]
                     m.d.sync += r_fault.eq(0)
+        out_last = r_out.o.payload.last
+        m.d.comb += [
+            bus.r.payload.eq(r_out.o.payload.data),
+            bus.r.valid.eq(r_out.o.valid & (~out_last | r_resp.w_rdy)),
+            r_out.o.ready.eq(bus.r.ready & (~out_last | r_resp.w_rdy)),
+            r_resp.w_data.eq(r_out.o.payload.fault),
+            r_resp.w_en.eq(bus.r.valid & bus.r.ready & out_last),
+        ]
 
         # ---- write data: words packed into beats, with byte strobes --------
         w_head = data.View(burst_layout, w_track.r_data)

@@ -74,11 +74,13 @@ class Dma(wiring.Component):
     Throughput: a memory word per cycle each way untransposed (two 16-bit
     elements into one buffer word), one element per cycle transposed (they go
     to different buffer words); bursts of up to 256 words issued ahead of the
-    data; one command at a time. Latency: a command starts the cycle after
-    it is taken; a refused one reports ``done`` two cycles after. Loaded
-    elements reach the buffer a cycle after their word arrives; stored
-    elements pass four register stages (C read, lane select, rounding add,
-    shift and pack) before their memory word is offered.
+    data, at most one per two cycles, from registers; one command at a time.
+    Latency: a command starts the cycle after it is taken and offers its
+    first burst on ``mem.cmd`` the cycle after that; a refused one reports
+    ``done`` two cycles after it is taken. Loaded elements reach the buffer
+    a cycle after their word arrives; stored elements pass four register
+    stages (C read, lane select, rounding add, shift and pack) before their
+    memory word is offered.
     """
 
     def __init__(self, *, rows, cols, data_width, acc_width, a_depth, b_depth, c_depth,
@@ -160,8 +162,13 @@ class Dma(wiring.Component):
                      self.cmd.ready.eq(~busy & ~refused & ~start)]
 
         # ---- command side: one burst per row, split at 256 words ----------
+        # Bursts are computed into registers that drive ``mem.cmd`` (one per
+        # two cycles, the rate the arbiter grants at), so the row arithmetic
+        # ends at a flip-flop instead of running on through the arbiter into
+        # the AXI master's carry chains. ``row_words`` follows ``cur``, which
+        # holds still from ``start`` on.
         row_words = Signal(16)
-        m.d.comb += row_words.eq((cur.cols + per_word - 1) >> log_per_word)
+        m.d.sync += row_words.eq((cur.cols + per_word - 1) >> log_per_word)
         gen_busy = Signal()
         gen_row = Signal(16)
         gen_row_addr = Signal(32)
@@ -173,14 +180,20 @@ class Dma(wiring.Component):
         m.d.comb += left.eq(row_words - gen_done_words)
         burst = Signal(range(MAX_BURST_WORDS + 1))
         m.d.comb += burst.eq(Mux(left > MAX_BURST_WORDS, MAX_BURST_WORDS, left))
+        cmd_valid = Signal()
+        cmd_addr = Signal(32)
+        cmd_words = Signal(range(MAX_BURST_WORDS + 1))
         m.d.comb += [
-            mem.cmd.valid.eq(gen_busy),
-            mem.cmd.payload.addr.eq(gen_row_addr + (gen_done_words << 2)),
-            mem.cmd.payload.words.eq(burst),
+            mem.cmd.valid.eq(cmd_valid),
+            mem.cmd.payload.addr.eq(cmd_addr),
+            mem.cmd.payload.words.eq(cmd_words),
             mem.cmd.payload.write.eq(cur.store),
         ]
         with m.If(mem.cmd.valid & mem.cmd.ready):
-            m.d.sync += issued.eq(issued + 1)
+            m.d.sync += [cmd_valid.eq(0), issued.eq(issued + 1)]
+        with m.If(gen_busy & ~cmd_valid):
+            m.d.sync += [cmd_valid.eq(1), cmd_addr.eq(gen_row_addr + (gen_done_words << 2)),
+                         cmd_words.eq(burst)]
             with m.If(left == burst):
                 m.d.sync += [gen_done_words.eq(0), gen_row.eq(gen_row + 1),
                              gen_row_addr.eq(gen_row_addr + cur.stride)]
@@ -205,16 +218,21 @@ class Dma(wiring.Component):
         whole = Signal()
         m.d.comb += whole.eq(~cur.transpose)
         step = Mux(whole, per_word, 1)
+        # ``row_end`` (this step ends the row: el_col + step >= cols) is kept
+        # in a register, computed a step ahead: it gates ``mem.r.ready``,
+        # which runs on through the arbiter into the AXI master.
         row_end = Signal()
-        m.d.comb += row_end.eq(el_col + step >= cur.cols)
+        first_row_end = step >= cur.cols
 
         def step_element():
             with m.If(row_end):
-                m.d.sync += [el_col.eq(0), el_slot.eq(0), el_row.eq(el_row + 1)]
+                m.d.sync += [el_col.eq(0), el_slot.eq(0), el_row.eq(el_row + 1),
+                             row_end.eq(first_row_end)]
                 with m.If(el_row + 1 == cur.rows):
                     m.d.sync += el_busy.eq(0)
             with m.Else():
-                m.d.sync += [el_col.eq(el_col + step), el_slot.eq(Mux(whole, 0, el_slot + 1))]
+                m.d.sync += [el_col.eq(el_col + step), el_slot.eq(Mux(whole, 0, el_slot + 1)),
+                             row_end.eq(el_col + 2 * step >= cur.cols)]
 
         word_addr = Mux(cur.transpose, cur.word + el_col, cur.word + el_row)
         lane = Mux(cur.transpose, el_row, el_col)
@@ -367,13 +385,14 @@ class Dma(wiring.Component):
             m.d.sync += [issued.eq(0), answered.eq(0),
                          fault.eq(0), gen_row.eq(0), gen_done_words.eq(0),
                          gen_row_addr.eq(cur.addr),
-                         el_row.eq(0), el_col.eq(0), el_slot.eq(0)]
+                         el_row.eq(0), el_col.eq(0), el_slot.eq(0),
+                         row_end.eq(first_row_end)]
             with m.If(self.legal(cur)):
                 m.d.sync += [busy.eq(1), gen_busy.eq(1), el_busy.eq(1)]
             with m.Else():
                 m.d.sync += refused.eq(1)
-        finished = busy & ~gen_busy & ~el_busy & ~pend & ~x_valid & ~y_valid & ~w_valid \
-            & ~word_valid & ~load_wr \
+        finished = busy & ~gen_busy & ~cmd_valid & ~el_busy & ~pend & ~x_valid & ~y_valid \
+            & ~w_valid & ~word_valid & ~load_wr \
             & (answered == issued)
         with m.If(finished):
             m.d.sync += busy.eq(0)

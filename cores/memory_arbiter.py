@@ -21,8 +21,9 @@ class MemoryArbiter(wiring.Component):
     (the target answers in command order, as the memory port requires). Up to
     ``depth`` commands (default 4) may be in flight through the arbiter.
     Latency: a command reaches the target two cycles after it is offered
-    (one cycle to grant, one to pass), so one command per two cycles; data
-    and responses pass combinationally at one word per cycle.
+    (one cycle to grant, one to take it into the output register), and the
+    next is granted the cycle the target takes it, so one command per two
+    cycles; data and responses pass combinationally at one word per cycle.
     """
 
     def __init__(self, *, ports, depth=4):
@@ -70,28 +71,39 @@ class MemoryArbiter(wiring.Component):
             with m.If(found):
                 m.d.sync += [active.eq(1), current.eq(choice)]
 
-        words = target.cmd.payload.words
-        moves_data = (words != 0) & (words <= MAX_BURST_WORDS)
-        room = resp_route.w_rdy & r_route.w_rdy & w_route.w_rdy
-        entry = Signal(route)
-        m.d.comb += [entry.port.eq(current), entry.words.eq(words)]
+        # The granted command is taken into a register slice that drives
+        # ``target.cmd``: neither the initiators' command arithmetic nor the
+        # target's ``ready`` reaches across the arbiter in one cycle.
+        held = Signal()
+        held_cmd = Signal.like(target.cmd.payload)
+        m.d.comb += [target.cmd.valid.eq(held), target.cmd.payload.eq(held_cmd)]
+        with m.If(target.cmd.ready):
+            m.d.sync += held.eq(0)
+
+        granted = Signal.like(target.cmd.payload)
+        granted_valid = Signal()
+        room = resp_route.w_rdy & r_route.w_rdy & w_route.w_rdy & ~held
         with m.Switch(current):
             for i in range(n):
                 with m.Case(i):
                     m.d.comb += [
-                        target.cmd.payload.eq(ports[i].cmd.payload),
-                        target.cmd.valid.eq(active & ports[i].cmd.valid & room),
-                        ports[i].cmd.ready.eq(active & target.cmd.ready & room),
+                        granted.eq(ports[i].cmd.payload),
+                        granted_valid.eq(ports[i].cmd.valid),
+                        ports[i].cmd.ready.eq(active & room),
                     ]
-        accepted = target.cmd.valid & target.cmd.ready
-        write = target.cmd.payload.write
+        words = granted.words
+        moves_data = (words != 0) & (words <= MAX_BURST_WORDS)
+        entry = Signal(route)
+        m.d.comb += [entry.port.eq(current), entry.words.eq(words)]
+        taken = active & granted_valid & room
+        write = granted.write
         m.d.comb += [
-            resp_route.w_data.eq(current), resp_route.w_en.eq(accepted),
-            r_route.w_data.eq(entry), r_route.w_en.eq(accepted & moves_data & ~write),
-            w_route.w_data.eq(entry), w_route.w_en.eq(accepted & moves_data & write),
+            resp_route.w_data.eq(current), resp_route.w_en.eq(taken),
+            r_route.w_data.eq(entry), r_route.w_en.eq(taken & moves_data & ~write),
+            w_route.w_data.eq(entry), w_route.w_en.eq(taken & moves_data & write),
         ]
-        with m.If(accepted):
-            m.d.sync += [active.eq(0), last.eq(current)]
+        with m.If(taken):
+            m.d.sync += [active.eq(0), last.eq(current), held.eq(1), held_cmd.eq(granted)]
 
         # ---- write data, from the port of the oldest write -----------------
         w_head = data.View(route, w_route.r_data)

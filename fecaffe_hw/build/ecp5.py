@@ -69,15 +69,18 @@ def _check_board(plan, board):
     return info
 
 
-def prepare_ecp5(plan, out_dir, *, board=None, baud=None, seed=1):
+def prepare_ecp5(plan, out_dir, *, board=None, baud=None, clk_mhz=None, seed=1):
     """Write the ECP5 build files for ``plan`` into ``out_dir``; return the :class:`Ecp5Tree`.
 
-    Nothing is run; ``build.sh`` in ``out_dir`` runs the same commands.
+    ``clk_mhz``: the SoC clock (default the plan's), made by a PLL when it is
+    not the oscillator's; ``Ecp5Tree.clk_mhz`` is the frequency the PLL
+    actually makes, which nextpnr derives as its target. Nothing is run;
+    ``build.sh`` in ``out_dir`` runs the same commands.
     """
     info = _check_board(plan, board)
     root = pathlib.Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    top = BoardTop(plan, baud=baud)
+    top = BoardTop(plan, baud=baud, clk_mhz=clk_mhz)
     platform = info.platform_class()()
     build_plan = platform.build(top, name=TOP_NAME, do_build=False)
     for name in build_plan.files:
@@ -100,7 +103,9 @@ def prepare_ecp5(plan, out_dir, *, board=None, baud=None, seed=1):
          "--speed", str(platform.speed), "--seed", str(seed),
          "--json", f"{TOP_NAME}.json", "--lpf", f"{TOP_NAME}.lpf",
          "--textcfg", f"{TOP_NAME}.config", "--report", "nextpnr-report.json",
-         ],
+         # A missed target is reported (BuildResult.meets_timing, Fmax), not fatal:
+         # the figures are what a user tuning the design needs.
+         "--timing-allow-fail"],
         [ecppack, "--compress", "--input", f"{TOP_NAME}.config", "--bit", f"{TOP_NAME}.bit"],
     ]
     script = ["#!/bin/sh", "# Open-flow ECP5 build written by fecaffe-hw.", "set -e",
@@ -115,13 +120,14 @@ def prepare_ecp5(plan, out_dir, *, board=None, baud=None, seed=1):
                     clk_mhz=top.clk_freq / 1e6)
 
 
-def build_ecp5(plan, out_dir, *, board=None, baud=None, seed=1, timeout=None):
+def build_ecp5(plan, out_dir, *, board=None, baud=None, clk_mhz=None, seed=1, timeout=None):
     """Synthesise, place, route and pack ``plan`` for its ECP5 board; return a :class:`BuildResult`.
 
     Raises :class:`~fecaffe_hw.build.tools.BuildError` naming the tool and its
-    log when a step fails. Place and route of a small plan takes minutes.
+    log when a step fails; a missed clock target is not a failure (check
+    ``meets_timing``). Place and route of a small plan takes minutes.
     """
-    tree = prepare_ecp5(plan, out_dir, board=board, baud=baud, seed=seed)
+    tree = prepare_ecp5(plan, out_dir, board=board, baud=baud, clk_mhz=clk_mhz, seed=seed)
     for log in tree.logs.values():
         log.unlink(missing_ok=True)
     for argv, log in zip(tree.commands, tree.logs.values()):

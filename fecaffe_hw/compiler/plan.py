@@ -432,7 +432,7 @@ def plan_network(net_param_or_path, board, *, rows=None, cols=None, width=16, tr
     data_bytes = elem_bytes(width)
     on_chip = brd.memory is None
     align = 64 if on_chip else 256
-    layout = _layout(net, layers, training, data_bytes, elem_bytes(grad_bits), align, rows)
+    layout = _layout(net, layers, training, data_bytes, elem_bytes(grad_bits), align)
     used = max((r.end for r in layout), default=0)
 
     bram, buffers, residency, notices = _size_memory(
@@ -458,13 +458,21 @@ def plan_network(net_param_or_path, board, *, rows=None, cols=None, width=16, tr
 
 def _align_alias_formats(layers, formats):
     """Split, Flatten and inference Dropout tops share their bottom's memory,
-    so they read it in the bottom's data format (diffs stay their own)."""
+    so they read it in the bottom's data format; a Split's tops and bottom
+    share one diff format too, for the sum of its backward."""
     for rec in layers:
         if rec["type"] in _ALIAS_TYPES:
             for top in rec["tops"]:
                 if top not in rec["bottoms"]:
                     formats[top] = {**formats[top],
                                     "data": formats[rec["bottoms"][0]]["data"]}
+        if rec["type"] == "Split" and formats[rec["bottoms"][0]]["diff"] is not None:
+            # The backward sums the tops' diffs into the bottom's with one
+            # ELTWISE ADD: one format for all, the coarsest (it holds the sum).
+            blobs = rec["bottoms"][:1] + rec["tops"]
+            coarsest = min((formats[b]["diff"] for b in blobs), key=lambda f: f.frac)
+            for b in blobs:
+                formats[b] = {**formats[b], "diff": coarsest}
 
 
 def _align_bias_formats(layers, formats, max_shift):
@@ -556,13 +564,22 @@ def _size_array(brd, units, width, acc_width, rows, cols):
     for name, v in (("rows", rows), ("cols", cols)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise PlanError(f"array {name} {v!r} must be a positive integer")
+    # A GEMM reads the biases of a block of ``rows`` output channels as one
+    # DMA row, which must start on a 32-bit word: 16-bit builds have an even
+    # number of rows (or one).
+    def legal_rows(r):
+        return width != 16 or r == 1 or r % 2 == 0
+    if rows is not None and not legal_rows(rows):
+        raise PlanError(f"array rows {rows} must be even at 16 bits (each block of rows "
+                        f"reads its biases as one word-aligned DMA row)")
     if rows is not None and cols is None:
         cols = max_pes // rows
     elif rows is None and cols is not None:
         rows = max_pes // cols
+        rows -= 0 if legal_rows(rows) else 1
     elif rows is None:
         shapes = [(r, min(max_pes // r, 2 * r)) for r in range(1, max_pes + 1)
-                  if min(max_pes // r, 2 * r) >= r]
+                  if min(max_pes // r, 2 * r) >= r and legal_rows(r)]
         rows, cols = max(shapes, key=lambda rc: (rc[0] * rc[1], rc[0] - rc[1]))
     if rows < 1 or cols < 1 or rows * cols > max_pes:
         raise PlanError(f"a {rows}x{cols} array does not fit ({limit})")
@@ -574,24 +591,26 @@ def _size_array(brd, units, width, acc_width, rows, cols):
     return dsp, logic, rows, cols
 
 
-def _layout(net, layers, training, data_bytes, grad_bytes, align, rows):
+def _layout(net, layers, training, data_bytes, grad_bytes, align):
     regions = []
     cursor = 0
 
     def add(name, kind, shape, nbytes_each, row=0):
         nonlocal cursor
         count = max(1, math.prod(shape))
-        pitch = row + (row * nbytes_each) % 4 // nbytes_each if row else 0
+        # Weights, gradients and history share one element pitch (the int16
+        # rows' word alignment), so an update walks them index for index.
+        pitch = row + row % 2 if row else 0
         size = (-(-count // row) * pitch if row else count) * nbytes_each
         regions.append(Region(name, kind, cursor, size, tuple(shape), nbytes_each, row, pitch))
         cursor = -(-(cursor + size) // align) * align
 
     def param_row(rec, j, shape):
-        # GEMM operands: weight rows and the biases of one array-row block
-        # start on 32-bit words, as the DMA reads them.
-        if rec["type"] not in ("Convolution", "InnerProduct"):
+        # GEMM weight rows start on 32-bit words, as the DMA reads them (bias
+        # blocks of an even number of array rows do anyway).
+        if rec["type"] not in ("Convolution", "InnerProduct") or j != 0:
             return 0
-        return math.prod(shape[1:]) if j == 0 else rows
+        return math.prod(shape[1:])
 
     # Data aliases: Split/Flatten/inference Dropout tops are their bottom.
     root = {}

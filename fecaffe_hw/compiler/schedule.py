@@ -39,6 +39,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from ..errors import PlanError
+from ..fixedpoint.update import sgd_fracs_legal
 from ..runtime import isa
 from ..runtime.isa import Buffer, EltwiseOp, Flag, HostOp, Opcode, PoolKind, Stage, Unit
 from .plan import HOST_TYPES, buffer_depths, layer_gemms
@@ -314,9 +316,9 @@ class _Builder:
                   diff_addr=diff, count=src.size, label_addr=label,
                   cycles=nbytes / self.host_rate)
 
-    def geometry(self, rec, unit):
+    def geometry(self, rec, unit, stage=Stage.FORWARD):
         c = rec["channels"]
-        self.emit(Opcode.SET_GEOMETRY, rec, Stage.FORWARD, unit=int(unit), channels=c,
+        self.emit(Opcode.SET_GEOMETRY, rec, stage, unit=int(unit), channels=c,
                   height=rec["in_hw"][0], width=rec["in_hw"][1], kernel_h=rec["kernel"][0],
                   kernel_w=rec["kernel"][1], stride_h=rec["stride"][0],
                   stride_w=rec["stride"][1], pad_h=rec["pad"][0], pad_w=rec["pad"][1],
@@ -343,49 +345,43 @@ class _Builder:
             return {"addr": w.offset + ((base + r0) * k + c0) * self.eb, "stride": k * self.eb}
         return fields
 
-    def gemm_geometry(self, rec):
+    def gemm_geometry(self, rec, stage=Stage.FORWARD):
         """SET_GEOMETRY for a Convolution, or an InnerProduct seen as a 1x1
         convolution of ``K`` channels on a 1x1 map per image, so both move
         their tiles with IM2COL/FMAP (element-granular, any shape)."""
         if rec["type"] == "Convolution":
-            self.geometry(rec, Unit.LINE_BUFFER)
+            self.geometry(rec, Unit.LINE_BUFFER, stage)
             return
-        self.emit(Opcode.SET_GEOMETRY, rec, Stage.FORWARD, unit=int(Unit.LINE_BUFFER),
+        self.emit(Opcode.SET_GEOMETRY, rec, stage, unit=int(Unit.LINE_BUFFER),
                   channels=rec["k"], height=1, width=1, kernel_h=1, kernel_w=1, stride_h=1,
                   stride_w=1, pad_h=0, pad_w=0, out_h=1, out_w=1, images=rec["m"], group=1,
                   out_channels=rec["num_output"])
 
-    def gemm_forward(self, rec):
-        """``Y = W * im2col(X) + b`` on array-sized tiles.
+    def tiled_gemm(self, rec, stage, dims, *, load_a, load_b, output, bias=None):
+        """``C = A @ B`` per group on array-sized tiles; the caller's hooks emit
+        the moves: ``load_a(g, m0, mm, k0, kk, offset)`` (one block of ``rows``
+        A rows), ``load_b(g, k0, kk, n0, nn)`` (returns the B offset),
+        ``output(g, m0, mm, n0, nn, c_offset)`` and ``bias(g, m0)`` (GEMM
+        fields for the tile's last k chunk, or None).
 
         Per group, C holds up to ``c_depth`` rows of one block of ``cols``
-        positions. Weights (A: one load per block of ``rows`` output
-        channels) stay resident across all position blocks when every block
-        of the group fits half the A buffer; otherwise K is split into chunks
-        reloaded per position block. Each B tile (IM2COL, ``tk x cols``) is
-        loaded once and used by every channel block; loads alternate buffer
+        columns. A's blocks stay resident across all column blocks when every
+        block of the pass fits half the A buffer; otherwise K is split into
+        chunks reloaded per column block. Each B tile (``tk x cols``) is
+        loaded once and used by every row block; loads alternate buffer
         halves so the DMA fills one while the array reads the other.
         """
-        self.gemm_geometry(rec)
         rows, cols = self.plan.rows, self.plan.cols
         a_words, b_words, c_words = buffer_depths(self.plan)
-        groups, m_g, k_g, n = layer_gemms(rec)["forward"]
-        x = self.region(f"{rec['bottoms'][0]}.data")
-        y = self.region(f"{rec['tops'][0]}.data")
-        w = self.region(f"{rec['name']}/0.weight")
-        bias = self.region(f"{rec['name']}/1.weight") if rec["bias"] else None
-        shift = (self.frac(f"{rec['name']}/0") + self.frac(rec["bottoms"][0])
-                 - self.frac(rec["tops"][0]))
-        transposed = rec["type"] == "InnerProduct" and rec["transpose"]
+        groups, m_g, k_g, n = dims
         m_pass = min(m_g, max(rows, c_words // rows * rows))
         for g in range(groups):
             for ms in range(0, m_g, m_pass):
                 mm_pass = min(m_pass, m_g - ms)
-                blocks = [(ms + i, min(rows, ms + mm_pass - (ms + i)))
-                          for i in range(0, mm_pass, rows)]
+                blocks = [(ms + i, min(rows, mm_pass - i)) for i in range(0, mm_pass, rows)]
                 tk = min(k_g, b_words // 2, max(1, a_words // 2 // len(blocks)))
-                if tk < k_g and tk > 1:
-                    tk -= tk % 2        # chunks start on words of the weight rows
+                if 1 < tk < k_g:
+                    tk -= tk % 2        # chunks start on words of row-major operands
                 resident = tk == k_g
                 for n0 in range(0, n, cols):
                     nn = min(cols, n - n0)
@@ -394,41 +390,62 @@ class _Builder:
                         a_half = (k0 // tk) % 2 * (a_words // 2)
                         if not resident or n0 == 0:
                             for i, (m0, mm) in enumerate(blocks):
-                                row0 = g * m_g + m0
-                                if transposed:   # W is K x O: memory rows are W's columns
-                                    fields = {"addr": w.offset + (k0 * w.pitch + row0) * self.eb,
-                                              "stride": w.pitch * self.eb,
-                                              "flags": int(Flag.TRANSPOSE_A)}
-                                else:
-                                    fields = {"addr": w.offset + (row0 * w.pitch + k0) * self.eb,
-                                              "stride": w.pitch * self.eb}
-                                self.load_at(rec, Stage.FORWARD, Buffer.A,
-                                             (a_half + i * kk) * rows, mm, kk, "A", **fields)
-                        b_off = self.load(rec, Stage.FORWARD, Buffer.B, kk, nn, "B",
-                                          addr=x.offset, k0=g * k_g + k0, col0=n0,
-                                          flags=int(Flag.IM2COL))
+                                load_a(g, m0, mm, k0, kk, (a_half + i * kk) * rows)
+                        b_off = load_b(g, k0, kk, n0, nn)
                         last = k0 + kk == k_g
                         for i, (m0, mm) in enumerate(blocks):
                             gflags = 0 if k0 == 0 else Flag.ACCUMULATE
-                            extra = {}
-                            if bias is not None and last:
+                            extra = bias(g, m0) if bias is not None and last else None
+                            if extra:
                                 gflags |= Flag.BIAS
-                                row0 = g * m_g + m0
-                                # Bias blocks of ``rows`` start on words (plan layout).
-                                extra = {"bias_addr": bias.offset
-                                         + (row0 // rows * bias.pitch + row0 % rows) * self.eb,
-                                         "bias_shift": self.bias_shift(rec)}
-                            self.emit(Opcode.GEMM, rec, Stage.FORWARD,
+                            self.emit(Opcode.GEMM, rec, stage,
                                       a_offset=(a_half + i * kk) * rows, b_offset=b_off,
                                       c_offset=(m0 - ms) * cols, m=mm, n=nn, k=kk,
                                       flags=int(gflags), macs=mm * nn * kk,
                                       cycles=max(kk, rows) + rows + cols + 4,
                                       operands={"tile": [mm, kk, nn], "at": [g, m0, k0, n0]},
-                                      **extra)
+                                      **(extra or {}))
                     for m0, mm in blocks:
-                        self.store(rec, Stage.FORWARD, mm, nn, shift, addr=y.offset,
-                                   k0=g * m_g + m0, col0=n0, flags=int(Flag.FMAP),
-                                   offset=(m0 - ms) * cols)
+                        output(g, m0, mm, n0, nn, (m0 - ms) * cols)
+
+    def gemm_forward(self, rec):
+        """``Y = W * im2col(X) + b``: A is W (plain loads of word-aligned
+        rows), B an IM2COL tile, C stored as a feature-map tile."""
+        self.gemm_geometry(rec)
+        dims = layer_gemms(rec)["forward"]
+        _, m_g, k_g, _ = dims
+        x = self.region(f"{rec['bottoms'][0]}.data")
+        y = self.region(f"{rec['tops'][0]}.data")
+        w = self.region(f"{rec['name']}/0.weight")
+        bias = self.region(f"{rec['name']}/1.weight") if rec["bias"] else None
+        shift = (self.frac(f"{rec['name']}/0") + self.frac(rec["bottoms"][0])
+                 - self.frac(rec["tops"][0]))
+        transposed = rec["type"] == "InnerProduct" and rec["transpose"]
+        stage = Stage.FORWARD
+
+        def load_a(g, m0, mm, k0, kk, offset):
+            row0 = g * m_g + m0
+            if transposed:      # W is K x O: memory rows are W's columns
+                fields = {"addr": w.offset + (k0 * w.pitch + row0) * self.eb,
+                          "stride": w.pitch * self.eb, "flags": int(Flag.TRANSPOSE_A)}
+            else:
+                fields = {"addr": w.offset + (row0 * w.pitch + k0) * self.eb,
+                          "stride": w.pitch * self.eb}
+            self.load_at(rec, stage, Buffer.A, offset, mm, kk, "A", **fields)
+
+        def load_b(g, k0, kk, n0, nn):
+            return self.load(rec, stage, Buffer.B, kk, nn, "B", addr=x.offset,
+                             k0=g * k_g + k0, col0=n0, flags=int(Flag.IM2COL))
+
+        def output(g, m0, mm, n0, nn, c_off):
+            self.store(rec, stage, mm, nn, shift, addr=y.offset, k0=g * m_g + m0, col0=n0,
+                       flags=int(Flag.FMAP), offset=c_off)
+
+        def bias_fields(g, m0):
+            return {"bias_addr": bias.offset + (g * m_g + m0) * self.eb,
+                    "bias_shift": self.bias_shift(rec)}
+        self.tiled_gemm(rec, stage, dims, load_a=load_a, load_b=load_b, output=output,
+                        bias=bias_fields if bias is not None else None)
 
     def load_at(self, rec, stage, buf, offset, rows, cols, operand, **fields):
         self.emit(Opcode.DMA_LOAD, rec, stage, func=int(buf), offset=offset, rows=rows,
@@ -438,8 +455,8 @@ class _Builder:
 
     def pool(self, rec, *, backward):
         stage = Stage.BACKWARD_DATA if backward else Stage.FORWARD
-        if not backward:
-            self.geometry(rec, Unit.POOL)
+        # Backward too: the unit holds the last geometry set, another layer's.
+        self.geometry(rec, Unit.POOL, stage)
         kind = PoolKind.MAX if rec["pool"] == "MAX" else PoolKind.AVE
         bottom, top = rec["bottoms"][0], rec["tops"][0]
         c, n = rec["channels"], rec["images"]
@@ -513,76 +530,121 @@ class _Builder:
                           dst=bottom.offset, count=count,
                           cycles=count + 5 + self.dma_cycles(3 * bottom.size))
 
+    def weight_geometry(self, rec, w):
+        """SET_GEOMETRY that makes FMAP tiles of the weight matrix: channel
+        ``kd`` (a column of W), position ``m`` (a row), so an FMAP load into A
+        reads W^T blocks at any alignment."""
+        self.emit(Opcode.SET_GEOMETRY, rec, Stage.BACKWARD_DATA, unit=int(Unit.LINE_BUFFER),
+                  channels=1, height=1, width=1, kernel_h=1, kernel_w=1, stride_h=1,
+                  stride_w=1, pad_h=0, pad_w=0, out_h=1, out_w=1, images=w.shape[0],
+                  group=1, out_channels=w.pitch)
+
     def gemm_backward(self, rec):
+        """Backward of a Convolution or InnerProduct (a 1x1 convolution here).
+
+        Weights: ``dW = dY * im2col(X)^T`` with A an FMAP tile of dY and B an
+        IM2COL tile transposed, K the batch's positions; each C tile is added
+        into the gradient (ACC_ADD). Bias: ACC_BIAS sums dY per channel. Data:
+        ``dX = col2im(W^T * dY)`` into a zeroed dX, A an FMAP tile of W under
+        the weight geometry, B an FMAP tile of dY, C stored with COL2IM.
+        """
         gemms = layer_gemms(rec)
-        conv = rec["type"] == "Convolution"
         top, bottom = rec["tops"][0], rec["bottoms"][0]
         dy = self.region(f"{top}.diff")
         x = self.region(f"{bottom}.data")
         wkey = f"{rec['name']}/0"
+        w = self.region(f"{wkey}.weight")
         params = rec["params"]
+        groups, m_g, k_g, n = gemms["forward"]
         if params[0]["learn"]:
-            dims = gemms["backward_weights"]
-            _, m, n_pos, k = dims
-            images = rec["images"] if conv else 1
-            per_image = n_pos // images if conv else 1
+            self.gemm_geometry(rec, Stage.BACKWARD_WEIGHTS)
+            stage = Stage.BACKWARD_WEIGHTS
+            grad = self.region(f"{wkey}.gradient")
+            shift = self.frac(top, "diff") + self.frac(bottom) - self.frac(wkey, "diff")
 
-            def a(g, m0, mm, k0, kk):    # dY tile: channels m0.., positions k0..
-                if conv:
-                    return {"addr": dy.offset, "k0": g * m + m0, "col0": k0,
-                            "flags": int(Flag.FMAP)}
-                return {"addr": dy.offset + (k0 * m + m0) * self.eb, "stride": m * self.eb,
-                        "flags": int(Flag.TRANSPOSE_B)}
+            def load_a(g, m0, mm, k0, kk, offset):     # dY: channels m0.., positions k0..
+                self.load_at(rec, stage, Buffer.A, offset, mm, kk, "A", addr=dy.offset,
+                             k0=g * m_g + m0, col0=k0, flags=int(Flag.FMAP))
 
-            def b(g, k0, kk, n0, nn):    # im2col(x)^T tile / X tile
-                if conv:
-                    return {"addr": x.offset, "k0": g * k + n0, "col0": k0,
-                            "flags": int(Flag.IM2COL | Flag.TRANSPOSE_B)}
-                return {"addr": x.offset + (k0 * k + n0) * self.eb, "stride": k * self.eb}
+            def load_b(g, k0, kk, n0, nn):     # im2col(X)^T: positions k0.., rows n0..
+                return self.load(rec, stage, Buffer.B, kk, nn, "B", addr=x.offset,
+                                 k0=g * k_g + n0, col0=k0,
+                                 flags=int(Flag.IM2COL | Flag.TRANSPOSE_B))
 
-            def c(g, m0, mm, n0, nn, shift):
-                self.acc_add(rec, wkey, mm, nn, k, (g * m + m0) * k + n0, shift)
-            shift = (self.frac(top, "diff") + self.frac(bottom)) - self.frac(wkey, "diff")
-            self.gemm(rec, Stage.BACKWARD_WEIGHTS, dims, a, b, c, shift=shift,
-                      per_k_output=True, k_step=per_image)
+            def output(g, m0, mm, n0, nn, c_off):
+                row0 = g * m_g + m0
+                self.emit(Opcode.ACC_ADD, rec, Stage.ACCUMULATE, offset=c_off,
+                          grad_addr=grad.offset + (row0 * grad.pitch + n0) * grad.elem_bytes,
+                          rows=mm, cols=nn, stride=grad.pitch, shift=shift,
+                          cycles=mm * nn * 3, operands={"gradient": wkey, "tile": [mm, nn]})
+            self.tiled_gemm(rec, stage, (groups, m_g, n, k_g),
+                            load_a=load_a, load_b=load_b, output=output)
         if len(params) > 1 and params[1]["learn"]:
             bkey = f"{rec['name']}/1"
             grad = self.region(f"{bkey}.gradient")
             channels = rec["num_output"]
-            positions = math.prod(dy.shape) // channels
+            if rec["type"] == "InnerProduct":   # (outer rows) x channels, any axis
+                images, positions = rec["m"], 1
+            else:
+                images = dy.shape[0]
+                positions = math.prod(dy.shape) // channels // images
             self.emit(Opcode.ACC_BIAS, rec, Stage.ACCUMULATE, src=dy.offset,
                       grad_addr=grad.offset, channels=channels, positions=positions,
-                      images=dy.shape[0], shift=self.frac(top, "diff") - self.frac(bkey, "diff"),
-                      cycles=max(channels * positions, self.dma_cycles(dy.size)))
+                      images=images, shift=self.frac(top, "diff") - self.frac(bkey, "diff"),
+                      cycles=max(channels * positions * images, self.dma_cycles(dy.size)))
         if rec["bottom_need_backward"][0]:
-            dims = gemms["backward_data"]
-            _, kdim, m, n = dims
+            stage = Stage.BACKWARD_DATA
             dx = self.region(f"{bottom}.diff")
-            shift = (self.frac(wkey) + self.frac(top, "diff")) - self.frac(bottom, "diff")
-            if conv:
-                count = math.prod(dx.shape)
-                self.emit(Opcode.ELTWISE, rec, Stage.BACKWARD_DATA, func=int(EltwiseOp.ZERO),
-                          dst=dx.offset, count=count, cycles=self.dma_cycles(dx.size))
+            shift = self.frac(wkey) + self.frac(top, "diff") - self.frac(bottom, "diff")
+            count = math.prod(dx.shape)
+            self.emit(Opcode.ELTWISE, rec, stage, func=int(EltwiseOp.ZERO), dst=dx.offset,
+                      count=count + count % 2, cycles=self.dma_cycles(dx.size))
+            if rec["type"] == "InnerProduct" and rec["transpose"]:
+                raise PlanError("InnerProduct with transpose: true cannot be trained on the "
+                                "hardware yet", layer=rec["name"])
 
-                def b(g, k0, kk, n0, nn):
-                    return {"addr": dy.offset, "k0": g * m + k0, "col0": n0,
-                            "flags": int(Flag.FMAP)}
+            geometry = [None]
 
-                def c(g, m0, mm, n0, nn, shift):
-                    self.store(rec, Stage.BACKWARD_DATA, mm, nn, shift, addr=dx.offset,
-                               k0=g * kdim + m0, col0=n0, flags=int(Flag.COL2IM))
-            else:
-                def b(g, k0, kk, n0, nn):   # dY^T tile
-                    return {"addr": dy.offset + (n0 * m + k0) * self.eb, "stride": m * self.eb,
-                            "flags": int(Flag.TRANSPOSE_B)}
+            def use(kind):
+                # SET_GEOMETRY retires at once and a running move keeps its
+                # own, so switching between W^T and dY tiles is cheap.
+                if geometry[0] != kind:
+                    geometry[0] = kind
+                    if kind == "weights":
+                        self.weight_geometry(rec, w)
+                    else:
+                        self.gemm_geometry(rec, stage)
 
-                def c(g, m0, mm, n0, nn, shift):
-                    self.store(rec, Stage.BACKWARD_DATA, mm, nn, shift,
-                               addr=dx.offset + (n0 * kdim + m0) * self.eb,
-                               stride=kdim * self.eb, flags=int(Flag.TRANSPOSE_B))
-            self.gemm(rec, Stage.BACKWARD_DATA, dims,
-                      self.weight_fields(rec, transpose=not rec.get("transpose", False)),
-                      b, c, shift=shift)
+            def load_a(g, m0, mm, k0, kk, offset):     # W^T: kdim rows m0.., channels k0..
+                use("weights")
+                self.load_at(rec, stage, Buffer.A, offset, mm, kk, "A", addr=w.offset,
+                             k0=m0, col0=g * m_g + k0, flags=int(Flag.FMAP))
+
+            def load_b(g, k0, kk, n0, nn):     # dY: channels k0.., positions n0..
+                use("layer")
+                return self.load(rec, stage, Buffer.B, kk, nn, "B", addr=dy.offset,
+                                 k0=g * m_g + k0, col0=n0, flags=int(Flag.FMAP))
+
+            def output(g, m0, mm, n0, nn, c_off):
+                use("layer")
+                self.store(rec, stage, mm, nn, shift, addr=dx.offset, k0=g * k_g + m0,
+                           col0=n0, flags=int(Flag.COL2IM), offset=c_off)
+            self.tiled_gemm(rec, stage, (groups, k_g, m_g, n),
+                            load_a=load_a, load_b=load_b, output=output)
+
+    def sgd_fracs(self, key):
+        """``(weight, history, grad, diff)`` fracs of a parameter blob's update:
+        the calibrated weight and gradient formats; history (about lr / (1 -
+        momentum) times the gradient) three bits finer than the gradient,
+        within what the update engine accepts."""
+        wf, gf = self.frac(key), self.frac(key, "diff")
+        hf = min(max(gf + 3, wf), wf + 32)
+        df = min(max(gf, hf - 3 - (44 - 18)), hf - 3 + 15)
+        fracs = dict(weight_frac=wf, history_frac=hf, grad_frac=gf, diff_frac=df)
+        if not sgd_fracs_legal(**fracs, grad_bits=self.plan.grad_bits):
+            raise PlanError(f"{key}: weight Q.{wf} and gradient Q.{gf} formats are too far "
+                            f"apart for the update engine")
+        return fracs
 
     def update(self, rec):
         for p in rec["params"]:
@@ -591,10 +653,12 @@ class _Builder:
             w = self.region(f"{p['key']}.weight")
             h = self.region(f"{p['key']}.history")
             g = self.region(f"{p['key']}.gradient")
-            count = p["count"]
+            count = w.size // w.elem_bytes     # stored elements, row padding included
+            count += count % 2
             self.emit(Opcode.SGD_UPDATE, rec, Stage.UPDATE, weight_addr=w.offset,
                       history_addr=h.offset, grad_addr=g.offset, count=count,
                       lr_mult=isa.to_q88(p["lr_mult"], f"{p['key']} lr_mult"),
                       decay_mult=isa.to_q88(p["decay_mult"], f"{p['key']} decay_mult"),
+                      **self.sgd_fracs(p["key"]),
                       cycles=max(count + 6, self.dma_cycles(2 * (w.size + h.size) + 2 * g.size)),
                       operands={"param": p["key"]})

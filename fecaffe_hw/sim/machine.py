@@ -17,12 +17,15 @@ command the hardware would flag as bad, so a compiler bug shows up here
 first, with the command's index and layer.
 """
 
+import dataclasses
+
 import numpy as np
 
 from ..compiler.plan import buffer_depths
 from ..errors import FecaffeError
-from ..fixedpoint import Format, gemm, requantize, wrap
-from ..fixedpoint import activation, pooling, tiles
+from ..fixedpoint import Format, gemm, quantize, requantize, wrap
+from ..fixedpoint import Lfsr, activation, pooling, tiles, update
+from ..fixedpoint.sgd import SgdFormats, norm_multiplier
 from ..runtime import isa
 from ..runtime.isa import Buffer, EltwiseOp, Flag, Opcode, PoolKind, Unit
 
@@ -62,9 +65,25 @@ class Machine:
         self.conv_geometry = None
         self.pool_geometry = None
         eltwise = plan.units.get("eltwise", {})
+        self.grad_bits = plan.grad_bits
+        self.set_solver()
         self.in_frac = eltwise.get("in_frac", ELTWISE_IN_FRAC)
         self.aux_frac = eltwise.get("aux_frac", ELTWISE_AUX_FRAC)
         self.executed = 0
+
+    def set_solver(self, *, lr=0.01, momentum=0.9, weight_decay=0.0005, iter_size=1,
+                   seed=1):
+        """The SGD CSRs (rate, momentum, decay in the update engine's formats,
+        the 1/iter_size multiplier) and the rounding LFSR's seed, as the host
+        writes them (defaults: Caffe's LeNet solver)."""
+        # The constants' formats are SgdFormats' defaults (what the engine builds).
+        fields = {f.name: f.default for f in dataclasses.fields(SgdFormats)
+                  if f.name in ("rate", "momentum", "decay")}
+        self.sgd = {name: int(quantize(value, fields[name]))
+                    for name, value in (("rate", lr), ("momentum", momentum),
+                                        ("decay", weight_decay))}
+        self.sgd["norm_mul"] = norm_multiplier(iter_size)
+        self.lfsr = Lfsr(seed)
 
     # -- tensor memory -------------------------------------------------------
 
@@ -114,6 +133,8 @@ class Machine:
             Opcode.DMA_LOAD: self._dma, Opcode.DMA_STORE: self._dma,
             Opcode.GEMM: self._gemm, Opcode.ELTWISE: self._eltwise,
             Opcode.POOL_FWD: self._pool_forward, Opcode.POOL_BWD: self._pool_backward,
+            Opcode.ACC_ADD: self._acc_add, Opcode.ACC_BIAS: self._acc_bias,
+            Opcode.SGD_UPDATE: self._sgd_update,
         }.get(Opcode(opcode), False)
         if Opcode(opcode) == Opcode.HOST:
             if host is None:
@@ -351,3 +372,47 @@ class Machine:
                 kind.name.lower(), dy[n, c0:c0 + cc],
                 None if index is None else index[n, c0:c0 + cc], h, w, kernel, stride, pad,
                 f["shift"])
+
+    # ACC_ADD / ACC_BIAS / SGD_UPDATE -----------------------------------------
+
+    def int32(self, addr, count):
+        if addr % 4 or addr < 0 or addr + 4 * count > len(self.memory):
+            raise MachineError(f"{count} gradient words at byte {addr:#x} leave tensor memory "
+                               f"or are misaligned")
+        return self.memory[addr:addr + 4 * count].view(np.int32)
+
+    def _acc_add(self, opcode, f, flags):
+        rows, cols, stride = f["rows"], f["cols"], f["stride"]
+        if f["offset"] % self.cols or rows < 1 or not 1 <= cols <= self.cols or stride < cols:
+            raise MachineError("ACC_ADD tile does not fit the C buffer or overlaps its rows")
+        word = f["offset"] // self.cols
+        self._check_extent("C", word + rows, len(self.c), cols, self.cols)
+        grad = self.int32(f["grad_addr"], (rows - 1) * stride + cols)
+        index = np.arange(rows)[:, None] * stride + np.arange(cols)[None, :]
+        grad[index] = update.acc_add(grad[index], self.c[word:word + rows, :cols], f["shift"],
+                                     self.grad_bits)
+
+    def _acc_bias(self, opcode, f, flags):
+        channels, positions, images = f["channels"], f["positions"], f["images"]
+        if not (channels and positions and images):
+            raise MachineError("ACC_BIAS of an empty map")
+        dy = self.int16(f["src"], images * channels * positions).reshape(
+            images, channels, positions)
+        grad = self.int32(f["grad_addr"], channels)
+        grad[:] = update.acc_bias(grad, dy, f["shift"], self.grad_bits)
+
+    def _sgd_update(self, opcode, f, flags):
+        count = f["count"]
+        if count == 0 or count % 2:
+            raise MachineError("SGD_UPDATE needs an even, non-zero count")
+        w = self.int16(f["weight_addr"], count)
+        h = self.int16(f["history_addr"], count)
+        g = self.int32(f["grad_addr"], count)
+        try:
+            w_new, h_new, g_new = update.sgd_update_command(
+                w, h, g, grad_bits=self.grad_bits, lfsr=self.lfsr,
+                lr_mult=f["lr_mult"], decay_mult=f["decay_mult"], **self.sgd,
+                **{k: f[k] for k in ("weight_frac", "history_frac", "grad_frac", "diff_frac")})
+        except (ValueError, FecaffeError) as error:
+            raise MachineError(str(error)) from None
+        w[:], h[:], g[:] = w_new, h_new, g_new

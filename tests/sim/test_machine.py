@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fecaffe_hw.fixedpoint import dequantize, quantize
 from fecaffe_hw.runtime.host_ops import HostOps
 from fecaffe_hw.runtime.isa import Opcode
 from fecaffe_hw.sim.machine import Machine, MachineError
@@ -61,5 +62,51 @@ def test_machine_names_the_command_it_refuses():
                              n=1, k=1, flags=0, bias_addr=0, bias_shift=0))
     with pytest.raises(MachineError, match=r"command 1 \(GEMM\).*does not fit"):
         machine.run([(Opcode.NOP, {}), bad])
-    with pytest.raises(MachineError, match="not implemented"):
-        machine.run([(Opcode.SGD_UPDATE, {})])
+    with pytest.raises(MachineError, match="even, non-zero count"):
+        machine.run([(Opcode.SGD_UPDATE, dict(count=3))])
+
+
+@pytest.mark.parametrize("net,batch", [
+    (ROOT / "nets" / "lenet_train_test.prototxt", 2),
+    (NETS / "odd_conv.prototxt", 3),
+    (NETS / "odd_ip.prototxt", 2),
+], ids=["lenet", "odd_conv", "odd_ip"])
+def test_training_iteration_matches_float_sgd(net, batch):
+    """One training iteration of the compiled schedule (forward, backward,
+    gradient accumulation, SGD with momentum and weight decay from zero
+    history): every parameter's step agrees with the float reference's."""
+    workload = build_workload(net, board="arty", phase="train", batch=batch, seed=3)
+    machine, host = run_machine(workload)
+    lr, decay = 0.01, 0.0005      # Machine.set_solver's defaults (momentum: no history yet)
+    reference = workload.net
+    reference.forward(**{k: v.astype(np.float32) for k, v in workload.inputs.items()})
+    reference.backward()
+    plan = workload.plan
+    params = {p["key"]: p for rec in plan.layers for p in rec["params"]}
+    checked = 0
+    for layer, blobs in reference.params.items():
+        for i, blob in enumerate(blobs):
+            key = f"{layer}/{i}"
+            fmt = plan.formats[key]["data"]
+            region = plan.region(f"{key}.weight")
+            before = dequantize(quantize(blob.data, fmt), fmt)
+            after = dequantize(region.unpack(machine.read(region.offset, region.size)), fmt)
+            want = lr * params[key]["lr_mult"] * (blob.diff + decay * params[key]["decay_mult"]
+                                                  * blob.data)
+            got = before - after
+            # The weight rounds stochastically to its format (up to 1 LSB per
+            # element); gradients carry the forward's roundings, and a MAX
+            # pool whose window ties in fixed point (not in float) sends an
+            # element's gradient elsewhere.
+            lsb = 2.0 ** -fmt.frac
+            err = np.abs(got - want).max()
+            assert err <= 2 * lsb + 0.1 * np.abs(want).max(), f"{key}: error {err} ({lsb})"
+            rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+            assert rel < 0.25, f"{key}: step off by {rel:.1%} of its size"
+            checked += 1
+            # The gradient is zeroed for the next iteration.
+            grad = plan.region(f"{key}.gradient")
+            assert not grad.unpack(machine.read(grad.offset, grad.size)).any()
+    assert checked == sum(1 for p in params.values() if p["learn"])
+    losses = [r["loss"] for r in host.results.values() if "loss" in r]
+    assert losses and all(np.isfinite(losses))

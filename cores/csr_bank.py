@@ -16,9 +16,14 @@ names. Per field access kind:
 
 Registers whose ``counter`` names a 64-bit counter come in pairs (the lower
 address is LO). The bank holds those counters: ``bank.counters.<name>``
-(``In(increment_width)``) is added every cycle, ``bank.counters_clear``
-zeroes all of them. Reading LO returns bits 31:0 and latches bits 63:32 into
-the counter's HI register, so LO then HI reads one consistent value.
+(``In(increment_width)``) is added every cycle through one pipeline
+register: an increment presented in cycle t is in the count that a read
+issued in cycle t + 2 returns (one cycle later than an unpipelined adder).
+``bank.counters_clear`` zeroes all of them; the count then holds exactly the
+increments presented after the clear cycle, as without the pipeline register
+(the one in flight is dropped with it). Reading LO returns bits 31:0 and
+latches bits 63:32 into the counter's HI register, so LO then HI reads one
+consistent value.
 
 Unmapped addresses read 0 and raise ``bus.error``; so does a write to a
 register with nothing writable (it has no effect). Latency: one cycle, one
@@ -146,10 +151,16 @@ class CsrBank(wiring.Component):
             value = Signal(64, name=f"counter_{name.lower()}")
             hi_latch = Signal(32, name=f"counter_{name.lower()}_hi")
             counter_values[name] = (value, hi_latch)
+            # The increment comes combinationally from the sequencer's decode:
+            # register it before the 64-bit carry chain (ECP5 Fmax).
+            increment = Signal(self._increment_width, name=f"counter_{name.lower()}_inc")
             with m.If(self.counters_clear):
-                m.d.sync += value.eq(0)
+                # The increment in flight was presented before or in the
+                # clear cycle: dropping it keeps the clear exact.
+                m.d.sync += [value.eq(0), increment.eq(0)]
             with m.Else():
-                m.d.sync += value.eq(value + getattr(self.counters, name.lower()))
+                m.d.sync += [value.eq(value + increment),
+                             increment.eq(getattr(self.counters, name.lower()))]
 
         # Self-clearing pulses last one cycle unless written again.
         for reg in self._registers:

@@ -83,11 +83,13 @@ class FrameEngine(wiring.Component):
     is answered right after the header, the opcode's length rule after the
     CRC). From the last request byte to the first response byte (measured,
     CSR bank with 1-cycle reads, AxiMaster + AxiRam with 24-cycle latency):
-    READ_CSR / WRITE_CSR 5 cycles, PING 11, READ_COUNTERS 35, RUN of n words
-    n + 3, WRITE_MEM / READ_MEM of 1020 bytes 286. Responses leave at one
-    byte per cycle. At 12 Mbaud and 100 MHz a UART byte takes ~83 cycles,
-    so the engine is never the bottleneck. Frame buffer: one 256 x 32-bit
-    memory. Size (yosys synth_xilinx, xc7): 1034 LUT + 285 FF + 1 RAMB18,
+    READ_CSR / WRITE_CSR 6 cycles, PING 12, READ_COUNTERS 36, RUN of n words
+    n + 4, WRITE_MEM / READ_MEM of 1020 bytes 289 / 290, one cycle of it the
+    response's output register. Responses leave at one byte per cycle, with
+    one idle cycle before the CRC (it waits for the last covered byte to
+    leave); any ``tx.ready`` pattern is fine. At 12 Mbaud and 100 MHz a UART
+    byte takes ~83 cycles, so the engine is never the bottleneck. Frame
+    buffer: one 256 x 32-bit memory. Size (yosys synth_xilinx, xc7): 1034 LUT + 285 FF + 1 RAMB18,
     about a quarter of it the two CRC-32 cores.
     """
 
@@ -131,6 +133,9 @@ class FrameEngine(wiring.Component):
         opcode = Signal(8)
         seq = Signal(8)
         length = Signal(16)
+        # length - 1, registered as the length field arrives: the payload's
+        # end test and WRITE_MEM's word count then need no carry chain.
+        last_index = Signal(16)
         params = Signal(8 * _PARAM_BYTES)
         count = Signal(range(MAX_PAYLOAD + 1))      # header / payload / CRC byte index
         partial = Signal(24)                        # earlier bytes of the word being received
@@ -147,6 +152,7 @@ class FrameEngine(wiring.Component):
         index = Signal(range(MAX_BURST_WORDS + 1))  # words done in the current step
         words = Signal(range(MAX_BURST_WORDS + 1))  # words in the current step
         fault = Signal()
+        mem_range_bad = Signal()    # the memory request leaves [0, mem_size); set in CHECK
         resp_opcode = Signal(8)
         resp_status = Signal(8)
         resp_words = Signal(range(_BUFFER_WORDS + 1))
@@ -163,7 +169,25 @@ class FrameEngine(wiring.Component):
         byte = rx.payload.data
         m.d.comb += take.eq(rx.valid & rx.ready)
 
-        m.d.comb += [rx_crc.data.eq(byte), tx_crc.data.eq(tx.payload)]
+        # The response leaves through an output register (a pipeline stage
+        # with its own valid): the byte read from the frame buffer or muxed
+        # from the header reaches neither ``tx`` nor the CRC in the cycle it
+        # is chosen. The CRC takes each byte as ``tx`` accepts it.
+        tx_full = Signal()
+        tx_byte = Signal(8)
+        tx_in_crc = Signal()        # the held byte counts into the response CRC
+        load = Signal()             # the output register takes a new byte this cycle
+        m.d.comb += [
+            tx.valid.eq(tx_full), tx.payload.eq(tx_byte), load.eq(~tx_full | tx.ready),
+            rx_crc.data.eq(byte),
+            tx_crc.data.eq(tx_byte), tx_crc.valid.eq(tx_full & tx.ready & tx_in_crc),
+        ]
+        with m.If(tx.ready):
+            m.d.sync += tx_full.eq(0)
+
+        def emit(value, *, in_crc):
+            """Load the output register (only where ``load`` is high)."""
+            m.d.sync += [tx_byte.eq(value), tx_in_crc.eq(in_crc), tx_full.eq(1)]
 
         with m.If(take):
             m.d.sync += timer.eq(0)
@@ -246,7 +270,8 @@ class FrameEngine(wiring.Component):
                             m.d.sync += length[:8].eq(byte)
                         with m.Case(HEADER_SIZE - 1):
                             new_length = Cat(length[:8], byte)
-                            m.d.sync += [length[8:].eq(byte), count.eq(0)]
+                            m.d.sync += [length[8:].eq(byte), last_index.eq(new_length - 1),
+                                         count.eq(0)]
                             with m.If(new_length > MAX_PAYLOAD):
                                 error(Status.BAD_LENGTH)
                             with m.Elif(new_length == 0):
@@ -265,7 +290,7 @@ class FrameEngine(wiring.Component):
                                 m.d.sync += params.word_select(i, 8).eq(byte)
                     m.d.comb += [wr.addr.eq(count[2:]), wr.data.eq(Cat(partial, byte)),
                                  wr.en.eq(count[:2] == 3)]
-                    with m.If(count == length - 1):
+                    with m.If(count == last_index):
                         m.d.sync += count.eq(0)
                         m.next = "CRC"
                 in_frame_checks()
@@ -281,6 +306,12 @@ class FrameEngine(wiring.Component):
             with m.State("CHECK"):
                 # The CRC over header, payload and the CRC field itself leaves
                 # a constant residue: no need to store the received CRC.
+                # The range check's 32-bit add is registered here, off DECODE's
+                # paths; length and parameters are complete by now.
+                with m.If(opcode == Opcode.WRITE_MEM):
+                    m.d.sync += mem_range_bad.eq(out_of_range(addr32, length - 4))
+                with m.Else():
+                    m.d.sync += mem_range_bad.eq(out_of_range(addr32, mem_count))
                 with m.If(tainted | ~rx_crc.residue_ok):
                     error(Status.BAD_CRC)
                 with m.Else():
@@ -334,17 +365,18 @@ class FrameEngine(wiring.Component):
                         with m.Case(Opcode.WRITE_MEM):
                             with m.If((length < 8) | (length[:2] != 0)):
                                 finish(Status.BAD_LENGTH)
-                            with m.Elif((addr32[:2] != 0) | out_of_range(addr32, length - 4)):
+                            with m.Elif((addr32[:2] != 0) | mem_range_bad):
                                 finish(Status.BAD_ADDRESS)
                             with m.Else():
-                                m.d.sync += words.eq(length[2:] - 1)
+                                # length is a multiple of 4: (length - 1) // 4 words.
+                                m.d.sync += words.eq(last_index[2:])
                                 m.d.comb += ptr_next.eq(1)      # data follows the address
                                 m.next = "MEM_CMD"
                         with m.Case(Opcode.READ_MEM):
                             with m.If((length != 6) | (mem_count == 0) | (mem_count[:2] != 0)
                                       | (mem_count > MAX_MEM_DATA)):
                                 finish(Status.BAD_LENGTH)
-                            with m.Elif((addr32[:2] != 0) | out_of_range(addr32, mem_count)):
+                            with m.Elif((addr32[:2] != 0) | mem_range_bad):
                                 finish(Status.BAD_ADDRESS)
                             with m.Else():
                                 m.d.sync += words.eq(mem_count[2:])
@@ -447,12 +479,8 @@ class FrameEngine(wiring.Component):
                 m.d.comb += resp_length.eq(1 + 4 * resp_words)
                 header = Array([Const(SYNC[0], 8), Const(SYNC[1], 8), resp_opcode, seq,
                                 resp_length[:8], resp_length[8:], resp_status])
-                m.d.comb += [
-                    tx.valid.eq(1),
-                    tx.payload.eq(header[count[:3]]),
-                    tx_crc.valid.eq(tx.ready & (count >= len(SYNC))),
-                ]
-                with m.If(tx.ready):
+                with m.If(load):
+                    emit(header[count[:3]], in_crc=count >= len(SYNC))
                     m.d.sync += count.eq(count + 1)
                     with m.If(count == len(header) - 1):
                         m.d.sync += [lane.eq(0), index.eq(0)]
@@ -462,12 +490,8 @@ class FrameEngine(wiring.Component):
                             m.next = "SEND_DATA"
 
             with m.State("SEND_DATA"):
-                m.d.comb += [
-                    tx.valid.eq(1),
-                    tx.payload.eq(rd.data.word_select(lane[:2], 8)),
-                    tx_crc.valid.eq(tx.ready),
-                ]
-                with m.If(tx.ready):
+                with m.If(load):
+                    emit(rd.data.word_select(lane[:2], 8), in_crc=1)
                     m.d.sync += lane.eq(lane + 1)
                     with m.If(lane == 3):
                         m.d.sync += [lane.eq(0), index.eq(index + 1)]
@@ -476,9 +500,13 @@ class FrameEngine(wiring.Component):
                             m.next = "SEND_CRC"
 
             with m.State("SEND_CRC"):
-                m.d.comb += [tx.valid.eq(1), tx.payload.eq(tx_crc.value.word_select(lane[:2], 8))]
-                with m.If(tx.ready):
-                    m.d.sync += lane.eq(lane + 1)
-                    with m.If(lane == 3):
+                # The CRC is final once the last covered byte has left the
+                # output register: at full rate, one idle cycle before it.
+                with m.If(lane == 4):
+                    # Hold the receiver off until the last byte is taken.
+                    with m.If(tx.ready):
                         m.next = "HUNT"
+                with m.Elif(load & ~(tx_full & tx_in_crc)):
+                    emit(tx_crc.value.word_select(lane[:2], 8), in_crc=0)
+                    m.d.sync += lane.eq(lane + 1)
         return m

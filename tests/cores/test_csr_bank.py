@@ -150,9 +150,11 @@ def test_counters_latch_hi_on_lo_read_and_clear():
     names = ["EVENTS", "TICKS"]
     lo = {"EVENTS": 0x40 // 4, "TICKS": 0x48 // 4}
     totals = dict.fromkeys(names, 0)
+    pending = dict.fromkeys(names, 0)       # the increment in the pipeline register
 
     async def cycle(ctx, word=None, clear=False):
-        # Increments set now are added at this edge; a read sees the value before it.
+        # Increments set now enter the pipeline register at this edge and the
+        # count at the next; a read sees the count before this edge.
         increments = {n: int(rng.integers(0, 2**32)) for n in names}
         for n in names:
             ctx.set(dut.counter(n), increments[n])
@@ -164,7 +166,8 @@ def test_counters_latch_hi_on_lo_read_and_clear():
             await ctx.tick()
             got = None
         for n in names:
-            totals[n] = 0 if clear else (totals[n] + increments[n]) % 2**64
+            totals[n] = 0 if clear else (totals[n] + pending[n]) % 2**64
+            pending[n] = 0 if clear else increments[n]
         ctx.set(dut.counters_clear, 0)
         return before, got
 
@@ -185,7 +188,7 @@ def test_counters_latch_hi_on_lo_read_and_clear():
             if trial == 15:
                 await cycle(ctx, clear=True)
                 _, (lo_value, _) = await cycle(ctx, lo[name])
-                assert lo_value == 0, "increments of the clear cycle must be dropped"
+                assert lo_value == 0, "increments up to the clear cycle must be dropped"
         # Counters are read-only: writes are refused and change nothing.
         await cycle(ctx)
         _, error = await access(ctx, dut.bus, lo["TICKS"], 0)
@@ -194,6 +197,31 @@ def test_counters_latch_hi_on_lo_read_and_clear():
         assert lo_value != 0
 
     simulate(dut, bench, name="csr_bank_counters")
+
+
+def test_counter_pipeline_timing_and_clear():
+    """Cycle by cycle: an increment presented in cycle t is seen by a read
+    issued in t + 2; a clear drops the increments presented in the clear
+    cycle and the one before it (still in flight) and keeps the next."""
+    dut = CsrBank(SMALL_TABLE, increment_width=8)
+    events = SMALL_TABLE[4].address // 4
+    # (increment, clear) per cycle, and what a LO read issued in that cycle returns.
+    script = [(1, 0), (0, 0), (0, 0), (2, 0), (3, 0), (5, 0), (7, 1), (11, 0), (0, 0),
+              (0, 0), (13, 1), (0, 0), (0, 0), (17, 0), (0, 1), (0, 0), (255, 0), (0, 0),
+              (0, 0)]
+    expected = [0, 0, 1, 1, 1, 3, 6, 0, 0, 11, 11, 0, 0, 0, 0, 0, 0, 0, 255]
+
+    async def bench(ctx):
+        got = []
+        for increment, clear in script:
+            ctx.set(dut.counter("EVENTS"), increment)
+            ctx.set(dut.counters_clear, clear)
+            value, error = await access(ctx, dut.bus, events)
+            assert not error
+            got.append(value)
+        assert got == expected
+
+    simulate(dut, bench, name="csr_bank_counter_timing")
 
 
 def test_parameters_are_validated():

@@ -27,7 +27,7 @@ from fecaffe_hw.runtime.protocol import (
     encode_frame, encode_request,
 )
 from fake_device import FakeDevice
-from support import Stalls, simulate, stream_get, stream_put
+from support import Stalls, handshake_monitor, simulate, stream_get, stream_put
 
 
 
@@ -454,6 +454,87 @@ def test_throughput_one_byte_per_cycle():
     assert marks["rx"] == len(frame) - 1
     # 255 words to memory plus the response (11 bytes) and a few cycles.
     assert marks["done"] < len(frame) + 255 + 11 + 20
+
+
+# Responses with data words, a data-less one, an error and a CSR read.
+RESPONSE_MIX = [write_mem(1, 64, bytes(range(200, 248))), read_mem(2, 64, 48), ping(3),
+                encode_request(Opcode.READ_MEM, 4, b"\x00"), read_csr(5, R.SCRATCH),
+                run(6, [7, 8]), read_mem(7, 60, 12)]
+
+
+@pytest.mark.parametrize("pattern", ["always", "alternate", "random", "rare"])
+def test_response_register_at_any_ready_rate(pattern):
+    """``tx.ready`` driven cycle by cycle, independently of ``valid``: every
+    response is still the model's, and a byte once offered stays offered."""
+    device = FakeDevice(mem_size=MEM_SIZE, cmd_fifo_depth=16, plan_hash=PLAN_HASH)
+    expected = FrameDecoder().feed(b"".join(device.receive(r, 0.0) for r in RESPONSE_MIX))
+    assert len(expected) == len(RESPONSE_MIX)
+    soc = Soc(latency=2)
+    engine = soc.engine
+    rng = random.Random(pattern)
+    transfers = {}
+    decoder, got = FrameDecoder(), []
+
+    async def send(ctx):
+        for frame in RESPONSE_MIX:
+            for byte in frame:
+                await stream_put(ctx, engine.rx, {"data": byte, "framing_error": 0})
+            while len(got) < RESPONSE_MIX.index(frame) + 1:
+                await ctx.tick()
+                got.extend(decoder.feed(transfers.pop("tx", [])))
+
+    async def drive_ready(ctx):
+        cycle = 0
+        while True:
+            ready = {"always": 1, "alternate": cycle % 2,
+                     "random": rng.random() < 0.5, "rare": rng.random() < 0.1}[pattern]
+            ctx.set(engine.tx.ready, ready)
+            await ctx.tick()
+            cycle += 1
+
+    simulate(soc, send, processes=[handshake_monitor({"tx": engine.tx}, transfers)],
+             background=[drive_ready], name=f"frame_engine_tx_{pattern}")
+    assert got == expected
+
+
+def test_response_timing_at_full_rate():
+    """With ``tx.ready`` always high: the first response byte leaves 6 cycles
+    after the last byte of a READ_CSR (the output register's cycle included),
+    and a response leaves at one byte per cycle except for one idle cycle
+    before the CRC, whose value waits for the last data byte to leave."""
+    soc = Soc(latency=2)
+    engine = soc.engine
+    frames = [read_csr(1, R.ID), read_mem(2, 0, 16)]
+    cycle = Signal(32)
+    marks, times = [], []
+    decoder, got = FrameDecoder(), []
+
+    async def send(ctx):
+        ctx.set(engine.tx.ready, 1)
+        for frame in frames:
+            for byte in frame:
+                await stream_put(ctx, engine.rx, {"data": byte, "framing_error": 0})
+            marks.append(ctx.get(cycle) - 1)      # the cycle the last byte was taken
+            while len(got) < frames.index(frame) + 1:
+                await ctx.tick()
+
+    async def watch(ctx):
+        async for _, _, valid, payload, now in ctx.tick().sample(
+                engine.tx.valid, engine.tx.payload, cycle):
+            if valid:
+                times.append(now)
+                got.extend(decoder.feed([payload]))
+
+    top = Module()
+    top.submodules.soc = soc
+    top.d.sync += cycle.eq(cycle + 1)
+    simulate(top, send, processes=[watch], name="frame_engine_tx_timing")
+    first_len = 6 + 1 + 4 + 4             # header, status, one word, CRC
+    assert times[0] - marks[0] == 6
+    for start, length in [(0, first_len), (first_len, 6 + 1 + 16 + 4)]:
+        t = times[start:start + length]
+        steps = [b - a for a, b in zip(t, t[1:])]
+        assert steps == [1] * (length - 5) + [2] + [1] * 3, steps
 
 
 @pytest.mark.parametrize("kwargs, message", [

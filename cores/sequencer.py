@@ -78,13 +78,33 @@ commands with reserved bits, a wrong unit, or fields out of range):
   fields: the top gradient at ``src`` (and, for MAX, the indices POOL_FWD
   wrote at ``index_addr``) scatter-added into the bottom gradient at
   ``dst``, bit-exact with ``fixedpoint.pooling.pool_backward``.
+* ``ACC_ADD``, ``ACC_BIAS``, ``SGD_UPDATE`` (``training`` 16-bit builds;
+  ``cores/update_engine.py``, model ``fixedpoint.update``, legality as
+  ``UpdateEngine.from_isa`` decides, on unit ``ACCUMULATOR``): ACC_ADD adds
+  the ``rows x cols`` C tile at ``offset`` (a multiple of ``cols``, its rows
+  within the C buffer) scaled by ``2**-shift`` into the ``grad_bits``-bit
+  gradient words at ``grad_addr``; ACC_BIAS adds the sums of the int16
+  ``images x channels x positions`` map at ``src``; SGD_UPDATE updates
+  ``count`` int16 weights and histories and zeroes their gradients with the
+  constants on ``sgd_rate`` (``Format(18, 20)``), ``sgd_momentum``
+  (``Format(18, 17)``), ``sgd_decay`` (``Format(18, 26)``), unsigned, and
+  ``sgd_norm`` (``fixedpoint.sgd.norm_multiplier(iter_size)``), sampled as
+  each starts; ``lfsr_load`` reseeds the rounding LFSR with ``lfsr_seed``
+  (between commands). The engine shares the memory port like ELTWISE (it
+  waits for the DMA and the memory engines, they wait for it). An ACC_ADD
+  also waits for the array to drain into C, and a GEMM whose C rows overlap
+  a running ACC_ADD's waits for it (other GEMMs overlap it).
 
 Ports: ``commands`` (In stream of 32-bit words), ``mem`` (``Out(MemoryPort())``),
 ``enable`` (In: fetch commands), ``busy`` (a command is held or a unit
-works), ``dma_busy``, ``array_busy``, ``eltwise_busy``, ``pool_busy``, ``end``,
+works), ``dma_busy``, ``array_busy``, ``eltwise_busy``, ``pool_busy``,
+``update_busy``, ``end``,
 ``host_wait``, ``host_resume`` (In), ``bad_command`` and ``mem_fault`` (one-cycle pulses, for
 the ERROR register), ``counters`` (:data:`CounterIncrements`, per cycle),
-``trace`` (:data:`TraceEvent`: each command as it leaves the issue slot).
+``trace`` (:data:`TraceEvent`: each command as it leaves the issue slot);
+``sgd_rate``, ``sgd_momentum``, ``sgd_decay`` (In(18)), ``sgd_norm``
+(In(25), reset ``norm_multiplier(1)``), ``lfsr_seed`` (In(32)), ``lfsr_load``
+(In(1): a one-cycle strobe; zero seeds are ignored).
 
 Throughput: the array takes one ``k`` step per cycle while the scratchpads
 feed it; back-to-back GEMMs stream without a gap (the drain of one overlaps
@@ -93,7 +113,11 @@ word per cycle untransposed, an element per cycle transposed (A tiles), so a
 32-bit tensor memory, not the array, bounds GEMM throughput: each ``k`` step
 needs ``rows + cols`` operands, the port delivers two per cycle. ELTWISE
 moves two elements per cycle with one operand, one with ``aux``. POOL_FWD
-takes one input pixel per cycle (the line buffer's rate).
+takes one input pixel per cycle (the line buffer's rate). The update engine
+is bound by the port too: SGD_UPDATE moves 4 words per element (about 4
+cycles each at one word per cycle), ACC_ADD 2 words per gradient, ACC_BIAS
+about 3 cycles per (channel, image) span plus its words; each command has
+about 26 cycles of setup.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
@@ -101,9 +125,12 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
+from fecaffe_hw.fixedpoint.lfsr import LFSR_BITS
+from fecaffe_hw.fixedpoint.sgd import NORM_FRAC, norm_multiplier
 from fecaffe_hw.runtime import isa
 
 from .eltwise_engine import EltwiseEngine
+from .update_engine import UpdateEngine
 from .pool_engine import PoolEngine, PoolGeometry
 from .dma import BUFFER_A, BUFFER_B, BUFFER_C, BUFFER_BIAS, Dma, DmaCommand
 from .fmap_dma import ConvGeometryLayout, FmapCommand, FmapDma, FmapMode
@@ -199,6 +226,19 @@ class _NoFmap:
         return Const(0)
 
 
+class _NoUpdate:
+    """Stand-in for the update engine of a build that does not train: idle,
+    and every ACC_ADD, ACC_BIAS and SGD_UPDATE illegal."""
+
+    def __init__(self):
+        self.mem = MemoryPort().create()
+        self.cmd = stream.Signature(1).create()
+        self.done, self.fault, self.r_word, self.w_word, self.mem_stall = (Const(0),) * 5
+
+    def from_isa(self, m, **fields):
+        return Const(0, 1), Const(0)
+
+
 class _NoPool:
     """Stand-in for the pool engine of a build without one: idle, every
     pooling geometry unsupported and every POOL_FWD illegal."""
@@ -227,13 +267,17 @@ class Sequencer(wiring.Component):
     ``chunk_words``); ``pool_geometries`` the :class:`PoolGeometry` s the
     pool engine is built for (``PoolGeometry.from_layer`` of the plan's
     Pooling layers; none: no pool engine), ``pool_chunk`` its burst length,
-    ``pool_backward`` whether it also runs POOL_BWD (training builds).
+    ``pool_backward`` whether it also runs POOL_BWD (training builds);
+    ``training`` builds an :class:`UpdateEngine` (16-bit builds only) for
+    gradients of ``grad_bits`` (2..32, the plan's ``grad_bits``) with SGD
+    chunks of ``update_chunk`` elements and LFSR reset state ``lfsr_reset``.
     """
 
     def __init__(self, *, rows, cols, data_width=16, acc_width=32,
                  a_depth=512, b_depth=512, c_depth=64,
                  eltwise_in_frac=12, eltwise_aux_frac=15, eltwise_chunk=16,
-                 pool_geometries=(), pool_chunk=16, pool_backward=True):
+                 pool_geometries=(), pool_chunk=16, pool_backward=True,
+                 training=False, grad_bits=32, update_chunk=128, lfsr_reset=1):
         for name, value, lo, hi in (("rows", rows, 1, 64), ("cols", cols, 1, 64),
                                     ("A depth", a_depth, 2, 1 << 16),
                                     ("B depth", b_depth, 2, 1 << 16),
@@ -241,6 +285,8 @@ class Sequencer(wiring.Component):
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise ValueError(f"Sequencer {name} must be an integer in [{lo}, {hi}], "
                                  f"not {value!r}")
+        if not isinstance(training, bool):
+            raise ValueError(f"Sequencer training must be a bool, not {training!r}")
         if data_width not in (8, 16):
             raise ValueError(f"Sequencer data width must be 8 or 16 bits (packed into "
                              f"32-bit memory words), not {data_width!r}")
@@ -259,6 +305,12 @@ class Sequencer(wiring.Component):
         self._pool = (PoolEngine(geometries=pool_geometries, chunk_words=pool_chunk,
                                  backward=pool_backward)
                       if pool_geometries and data_width == 16 else None)
+        # Gradients and the SGD update work on int16 weights and activations:
+        # an 8-bit build has no update engine (its opcodes are bad commands).
+        self._update = (UpdateEngine(cols=cols, acc_width=acc_width, c_depth=c_depth,
+                                     grad_bits=grad_bits, chunk=update_chunk, seed=lfsr_reset)
+                        if training and data_width == 16 else None)
+        self._training = training
         self._rows, self._cols = rows, cols
         self._data_width, self._acc_width = data_width, acc_width
         self._depths = (a_depth, b_depth, c_depth)
@@ -271,6 +323,7 @@ class Sequencer(wiring.Component):
             "array_busy": Out(1),
             "eltwise_busy": Out(1),
             "pool_busy": Out(1),
+            "update_busy": Out(1),
             "end": Out(1),
             "host_wait": Out(1),
             "host_resume": In(1),
@@ -278,6 +331,14 @@ class Sequencer(wiring.Component):
             "mem_fault": Out(1),
             "counters": Out(CounterIncrements(rows, cols)),
             "trace": Out(TraceEvent),
+            # The SGD constants (CSRs; formats in the module docstring),
+            # sampled by each SGD_UPDATE as it starts.
+            "sgd_rate": In(18),
+            "sgd_momentum": In(18),
+            "sgd_decay": In(18),
+            "sgd_norm": In(NORM_FRAC + 1, init=norm_multiplier(1)),
+            "lfsr_seed": In(LFSR_BITS),
+            "lfsr_load": In(1),
         })
 
     rows = property(lambda self: self._rows)
@@ -289,6 +350,8 @@ class Sequencer(wiring.Component):
     c_depth = property(lambda self: self._depths[2])
     eltwise = property(lambda self: self._eltwise)
     pool = property(lambda self: self._pool)
+    update = property(lambda self: self._update)
+    training = property(lambda self: self._training)
 
     def elaborate(self, platform):
         m = Module()
@@ -324,12 +387,22 @@ class Sequencer(wiring.Component):
             fmap = _NoFmap()
         else:
             m.submodules.fmap = fmap
-        # One owner of the memory port at a time: the ELTWISE, pool or
-        # feature-map engine while it runs (the DMA is idle then), the DMA
-        # otherwise.
+        upd = self._update
+        upd_active = Signal()
+        if upd is None:
+            upd = _NoUpdate()
+        else:
+            m.submodules.update = upd
+            m.d.comb += [upd.rate.eq(self.sgd_rate), upd.momentum.eq(self.sgd_momentum),
+                         upd.decay.eq(self.sgd_decay), upd.norm_mul.eq(self.sgd_norm),
+                         upd.lfsr_seed.eq(self.lfsr_seed), upd.lfsr_load.eq(self.lfsr_load)]
+        # One owner of the memory port at a time: the ELTWISE, pool,
+        # feature-map or update engine while it runs (the DMA is idle then),
+        # the DMA otherwise.
         for unit, owns in ((elt.mem, elt_active), (pool.mem, pool_active),
-                           (fmap.mem, fmap_active),
-                           (dma.mem, ~elt_active & ~pool_active & ~fmap_active)):
+                           (fmap.mem, fmap_active), (upd.mem, upd_active),
+                           (dma.mem, ~elt_active & ~pool_active & ~fmap_active
+                            & ~upd_active)):
             for name in ("cmd", "w"):
                 src, dst = getattr(unit, name), getattr(self.mem, name)
                 with m.If(owns):
@@ -355,10 +428,17 @@ class Sequencer(wiring.Component):
                 with m.Else():
                     m.d.comb += [buf.addr.eq(ours.addr), buf.data.eq(ours.data),
                                  buf.en.eq(ours.en)]
+            # C read port 1: whichever of the DMAs and the update engine
+            # (ACC_ADD) runs; they run one at a time.
             c_rd1 = c_buf.read1
-            m.d.comb += [c_rd1.addr.eq(Mux(fmap_active, fmap.c_read.addr, dma.c_read.addr)),
-                         c_rd1.en.eq(Mux(fmap_active, fmap.c_read.en, dma.c_read.en)),
-                         dma.c_read.data.eq(c_rd1.data), fmap.c_read.data.eq(c_rd1.data)]
+            readers = [(fmap_active, fmap.c_read)]
+            if self._update is not None:
+                readers.append((upd_active, upd.c_read))
+            addr, en = dma.c_read.addr, dma.c_read.en
+            for active, port in reversed(readers):
+                addr, en = Mux(active, port.addr, addr), Mux(active, port.en, en)
+            m.d.comb += [c_rd1.addr.eq(addr), c_rd1.en.eq(en), dma.c_read.data.eq(c_rd1.data)]
+            m.d.comb += [port.data.eq(c_rd1.data) for _, port in readers]
         wiring.connect(m, dma.bias_write, bias_buf.write)
 
         # ---- command fetch ------------------------------------------------
@@ -387,10 +467,12 @@ class Sequencer(wiring.Component):
         feeding = Signal()
         feed_a_lo, feed_a_hi = Signal(17), Signal(18)
         feed_b_lo, feed_b_hi = Signal(17), Signal(18)
-        mem_engine = elt_active | pool_active      # an engine owns the memory port
+        mem_engine = elt_active | pool_active | upd_active   # an engine owns the memory port
         all_idle = ~dma_active & gemm_idle & ~mem_engine
         host_wait = Signal()
         m.d.comb += self.host_wait.eq(host_wait)
+        upd_reads_c = Signal()          # a running ACC_ADD reads C words [lo, hi)
+        upd_c_lo, upd_c_hi = Signal(24), Signal(25)
 
         # ---- DMA command decode -------------------------------------------
         lanes_of = {BUFFER_A: rows, BUFFER_B: cols, BUFFER_C: cols}
@@ -490,7 +572,8 @@ class Sequencer(wiring.Component):
                    & Mux(g_bias, dma.legal(bias_cmd), bias_addr == 0))
         tile_room = Signal()     # a GEMM also needs room to queue its tile for the drain
         bias_loaded = Signal()   # this GEMM's bias is in the bias buffer
-        gemm_blocked = feeding | ~tile_room | (g_bias & ~bias_loaded) | dma_active & (
+        gemm_blocked = feeding | ~tile_room | (g_bias & ~bias_loaded) | (
+            upd_reads_c & _overlap(upd_c_lo, upd_c_hi, c_word, c_word + g_m)) | dma_active & (
             (dma_buf == BUFFER_C) | (dma_buf == BUFFER_BIAS)
             | ((dma_buf == BUFFER_A) & _overlap(dma_lo, dma_hi, a_word, a_word + g_k))
             | ((dma_buf == BUFFER_B) & _overlap(dma_lo, dma_hi, b_word, b_word + g_k)))
@@ -517,6 +600,16 @@ class Sequencer(wiring.Component):
             **{name: _field(words, p_op, name)
                for name in ("src", "dst", "index_addr", "c0", "channels", "n0", "images",
                             "shift")})
+
+        # ---- ACC_ADD, ACC_BIAS and SGD_UPDATE decode -----------------------
+        u_ops = (Op.ACC_ADD, Op.ACC_BIAS, Op.SGD_UPDATE)
+        upd_cmd, upd_ok = upd.from_isa(m, opcode=opcode, func=func, flags=flags, words=words)
+        # The engine refuses (with a fault) an ACC_ADD off the C buffer's
+        # words; here it is a bad command, like a GEMM's C range.
+        add_word, add_exact = _divide_exact(_field(words, Op.ACC_ADD, "offset"), cols, 24)
+        add_end = add_word + _field(words, Op.ACC_ADD, "rows")
+        add_ok = add_exact & (add_end <= c_depth)
+        is_update = Cat(opcode == op for op in u_ops).any()
 
         # ---- dispatch ------------------------------------------------------
         plain_ok = ((flags & ~F.LAST) == 0) & (func == 0)
@@ -545,6 +638,11 @@ class Sequencer(wiring.Component):
                     _field(words, s_op, "unit") == isa.Unit.POOL, geom_ok,
                     (_field(words, s_op, "unit") == isa.Unit.LINE_BUFFER)
                     & (self._fmap is not None)))
+            for op in u_ops:
+                with m.Case(op):
+                    m.d.comb += legal.eq(~_reserved(words, op) & upd_ok
+                                         & (add_ok if op == Op.ACC_ADD else 1)
+                                         & (_field(words, op, "unit") == isa.Unit.ACCUMULATOR))
             with m.Case(p_op, Op.POOL_BWD):
                 m.d.comb += legal.eq(~_reserved(words, p_op) & pool_ok & pool_geom_valid
                                      & ((flags & ~(F.TRAINING | F.LAST)) == 0)
@@ -556,6 +654,7 @@ class Sequencer(wiring.Component):
         start_gemm = Signal()
         start_elt = Signal()
         start_pool = Signal()
+        start_upd = Signal()
         instant_done = Signal()
         m.d.comb += [self.bad_command.eq(0), self.end.eq(0)]
         with m.If(have):
@@ -591,6 +690,10 @@ class Sequencer(wiring.Component):
             with m.Elif((opcode == p_op) | (opcode == Op.POOL_BWD)):
                 with m.If(~dma_active & ~mem_engine):
                     m.d.comb += [start_pool.eq(1), retire.eq(1)]
+            with m.Elif(is_update):
+                # An ACC_ADD reads C, so the array must have drained into it.
+                with m.If(~dma_active & ~mem_engine & (gemm_idle | (opcode != Op.ACC_ADD))):
+                    m.d.comb += [start_upd.eq(1), retire.eq(1)]
             with m.Elif(opcode == s_op):
                 m.d.comb += [retire.eq(1), instant_done.eq(1)]
                 with m.If(_field(words, s_op, "unit") == isa.Unit.LINE_BUFFER):
@@ -642,8 +745,16 @@ class Sequencer(wiring.Component):
             m.d.sync += pool_active.eq(1)
         with m.Elif(pool.done):
             m.d.sync += pool_active.eq(0)
+        # ---- ACC_ADD, ACC_BIAS, SGD_UPDATE --------------------------------
+        m.d.comb += [upd.cmd.valid.eq(start_upd), upd.cmd.payload.eq(upd_cmd)]
+        with m.If(start_upd):
+            m.d.sync += [upd_active.eq(1), upd_reads_c.eq(opcode == Op.ACC_ADD),
+                         upd_c_lo.eq(add_word), upd_c_hi.eq(add_end)]
+        with m.Elif(upd.done):
+            m.d.sync += [upd_active.eq(0), upd_reads_c.eq(0)]
         m.d.comb += self.mem_fault.eq((dma.done & dma.fault) | (elt.done & elt.fault)
-                                      | (pool.done & pool.fault) | (fmap.done & fmap.fault))
+                                      | (pool.done & pool.fault) | (fmap.done & fmap.fault)
+                                      | (upd.done & upd.fault))
 
         # ---- GEMM feeder: A columns and B rows into the array -------------
         feed_left = Signal(24)
@@ -732,7 +843,8 @@ class Sequencer(wiring.Component):
                      self.trace.bad.eq(self.bad_command)]
         m.d.comb += [self.busy.eq((count != 0) | ~all_idle),
                      self.dma_busy.eq(dma_active), self.array_busy.eq(~gemm_idle),
-                     self.eltwise_busy.eq(elt_active), self.pool_busy.eq(pool_active)]
+                     self.eltwise_busy.eq(elt_active), self.pool_busy.eq(pool_active),
+                     self.update_busy.eq(upd_active)]
         cnt = self.counters
         beat = ops.valid & ops.ready
         m.d.comb += [
@@ -741,14 +853,16 @@ class Sequencer(wiring.Component):
             cnt.array_stall.eq(~gemm_idle & ~beat),
             cnt.mem_stall.eq(Mux(elt_active, elt.mem_stall,
                                  Mux(pool_active, pool.mem_stall,
-                                     Mux(fmap_active, fmap.mem_stall, dma.mem_stall)))),
-            cnt.mem_read_bytes.eq(Mux(dma.r_word | elt.r_word | pool.r_word | fmap.r_word, 4, 0)),
-            cnt.mem_write_bytes.eq(Mux(dma.w_word | elt.w_word | pool.w_word | fmap.w_word,
-                                       4, 0)),
+                                     Mux(fmap_active, fmap.mem_stall,
+                                         Mux(upd_active, upd.mem_stall, dma.mem_stall))))),
+            cnt.mem_read_bytes.eq(Mux(dma.r_word | elt.r_word | pool.r_word | fmap.r_word
+                                      | upd.r_word, 4, 0)),
+            cnt.mem_write_bytes.eq(Mux(dma.w_word | elt.w_word | pool.w_word | fmap.w_word
+                                       | upd.w_word, 4, 0)),
             # The DMA and the memory engines never finish in the same cycle.
             cnt.commands_done.eq(instant_done + (dma.done & dma_active & (dma_buf != BUFFER_BIAS))
                                  + (elt.done & elt_active) + (pool.done & pool_active)
-                                 + (fmap.done & fmap_active)
+                                 + (fmap.done & fmap_active) + (upd.done & upd_active)
                                  + tile_done),
         ]
         return m

@@ -77,7 +77,9 @@ class Soc(wiring.Component):
 
     CONTROL.soft_reset resets the sequencer and the command FIFO only; issue
     it when STATUS.busy is low (a reset in the middle of a DMA burst would
-    leave the memory side mid-transaction).
+    leave the memory side mid-transaction). SGD_RATE, SGD_MOMENTUM,
+    SGD_DECAY and SGD_NORM drive the update engine's constants (training
+    plans); each write of LFSR_SEED reseeds its rounding LFSR.
 
     Parameters: ``plan``; ``clk_freq`` in Hz (default: the board's clock);
     ``baud`` of the UART (default 12 Mbaud, the Arty's FT2232H maximum);
@@ -122,7 +124,10 @@ class Soc(wiring.Component):
             # One pooling engine configuration per geometry the net pools with.
             pool_geometries=tuple(PoolGeometry.from_layer(layer) for layer in plan.layers
                                   if layer["type"] == "Pooling"),
-            pool_backward=plan.training)
+            pool_backward=plan.training,
+            # The update engine (ACC_ADD, ACC_BIAS, SGD_UPDATE) in training builds.
+            training=plan.training, grad_bits=plan.grad_bits,
+            lfsr_reset=register("LFSR_SEED").reset)
         self._addr_width = max(12, (self._mem_size - 1).bit_length())
         if link == "uart":
             ports = {"rx": In(1, init=1), "tx": Out(1, init=1)}
@@ -150,6 +155,7 @@ class Soc(wiring.Component):
     mem_size = property(lambda self: self._mem_size)
     link = property(lambda self: self._link_kind)
     addr_width = property(lambda self: self._addr_width)
+    sequencer = property(lambda self: self._sequencer)
 
     @property
     def memory(self):
@@ -258,6 +264,20 @@ class Soc(wiring.Component):
         ]
         if self._link_kind == "uart":
             m.d.comb += bank.field("ERROR", "overflow_set").eq(link.overrun)
+
+        # SGD constants; LFSR_SEED reseeds on every write, also of the value
+        # it holds (a host replaying a run rewrites the same seed). The bank
+        # has no write strobe for RW fields, so the write is decoded from its
+        # bus; the stored value is there the cycle after, with the strobe.
+        m.d.comb += [
+            sequencer.sgd_rate.eq(bank.field("SGD_RATE", "value")),
+            sequencer.sgd_momentum.eq(bank.field("SGD_MOMENTUM", "value")),
+            sequencer.sgd_decay.eq(bank.field("SGD_DECAY", "value")),
+            sequencer.sgd_norm.eq(bank.field("SGD_NORM", "value")),
+            sequencer.lfsr_seed.eq(bank.field("LFSR_SEED", "value")),
+        ]
+        m.d.sync += sequencer.lfsr_load.eq(
+            bank.bus.w_stb & (bank.bus.addr == register("LFSR_SEED").word_address))
 
         # Performance counters, straight from the units that do the work.
         increments = sequencer.counters

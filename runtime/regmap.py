@@ -31,6 +31,8 @@ import sys
 from dataclasses import dataclass, field as dataclass_field
 
 import fecaffe_hw
+from ..fixedpoint.lfsr import LFSR_BITS
+from ..fixedpoint.sgd import NORM_FRAC, SgdFormats, norm_multiplier
 
 __all__ = [
     "Access", "Field", "Register", "Counter", "REGISTERS", "COUNTERS", "Reg",
@@ -205,6 +207,10 @@ _COUNTER_TABLE = (
 )
 
 
+def _format(fmt):
+    return f"Format({fmt.bits}, {fmt.frac})"
+
+
 def _counter_registers():
     registers = []
     for n, (name, description) in enumerate(_COUNTER_TABLE):
@@ -298,6 +304,34 @@ REGISTERS = (
              "PCIe: a write pushes the word onto the command FIFO (refused with "
              "SLVERR and DMA_STATUS.cmd_refused when CMD_SPACE is 0); reads the "
              "last word pushed"),
+    # The SGD_UPDATE constants (fixedpoint.update.sgd_constants): unsigned
+    # values in the signed 18-bit formats of fixedpoint.sgd.SgdFormats.
+    Register("SGD_RATE", 0x060, RW, (
+        Field("value", 0, 18, RW, 0,
+              f"learning rate as unsigned {_format(SgdFormats.rate)}: round(lr * 2**"
+              f"{SgdFormats.rate.frac}); larger than 2**17 - 1 saturates"),
+    ), "SGD_UPDATE learning rate (times each command's lr_mult)"),
+    Register("SGD_MOMENTUM", 0x064, RW, (
+        Field("value", 0, 18, RW, 0,
+              f"momentum as unsigned {_format(SgdFormats.momentum)}: round(momentum * 2**"
+              f"{SgdFormats.momentum.frac}); larger than 2**17 - 1 saturates"),
+    ), "SGD_UPDATE momentum"),
+    Register("SGD_DECAY", 0x068, RW, (
+        Field("value", 0, 18, RW, 0,
+              f"weight decay as unsigned {_format(SgdFormats.decay)}: round(weight_decay * "
+              f"2**{SgdFormats.decay.frac}); larger than 2**17 - 1 saturates"),
+    ), "SGD_UPDATE weight decay (times each command's decay_mult)"),
+    Register("SGD_NORM", 0x06C, RW, (
+        Field("value", 0, NORM_FRAC + 1, RW, norm_multiplier(1),
+              f"fixedpoint.sgd.norm_multiplier(iter_size) = round(2**{NORM_FRAC} / "
+              f"iter_size); larger than 2**{NORM_FRAC} saturates"),
+    ), "SGD_UPDATE gradient normalisation (1 / iter_size)"),
+    Register("LFSR_SEED", 0x070, RW, (
+        Field("value", 0, LFSR_BITS, RW, 1,
+              "a write reseeds the stochastic-rounding LFSR with this value "
+              "(0 is ignored); reads the last value written"),
+    ), "SGD_UPDATE rounding LFSR seed: a write reseeds the LFSR (0 is ignored); write it "
+       "while STATUS.busy is low (soft_reset returns the LFSR to the reset seed)"),
     *_counter_registers(),
 )
 

@@ -23,6 +23,7 @@ from amaranth.lib import wiring
 from fecaffe_hw.compiler import plan_network
 from fecaffe_hw.cores.axi_ram import AxiRam
 from fecaffe_hw.fixedpoint import Format, gemm, requantize
+from fecaffe_hw.fixedpoint.sgd import norm_multiplier
 from fecaffe_hw.runtime import isa, regmap
 from fecaffe_hw.runtime.protocol import (
     COUNTER_FORMAT, PING_RESPONSE, READ_CSR_REQUEST, READ_CSR_RESPONSE, READ_MEM_REQUEST,
@@ -133,10 +134,12 @@ class Host:
         raise AssertionError("the sequencer stayed busy")
 
 
-def run(plan, body, *, name, processes=(), deadline_cycles=200_000):
+def run(plan, body, *, name, processes=(), soc_processes=(), deadline_cycles=200_000):
     """Simulate a fresh SoC for ``plan`` with ``body(ctx, host)`` as the host
-    (and ``processes`` beside it); returns the SoC."""
+    (and ``processes`` beside it, and ``soc_processes``, functions of the SoC
+    returning a process); returns the SoC."""
     soc = top = Soc(plan, clk_freq=CLK_FREQ, baud=BAUD)
+    processes = [*processes, *(make(soc) for make in soc_processes)]
     if soc.external_memory:
         top = Module()
         top.submodules.soc = soc
@@ -399,3 +402,66 @@ def test_soc_soft_reset_and_clear_counters(plan):
         assert control.unpack(await host.read_csr(ctx, "CONTROL"))["enable"] == 1
 
     run(plan, body, name="soc_soft_reset", processes=[count_cycles])
+
+
+SGD_REGISTERS = {"SGD_RATE": "sgd_rate", "SGD_MOMENTUM": "sgd_momentum",
+                 "SGD_DECAY": "sgd_decay", "SGD_NORM": "sgd_norm", "LFSR_SEED": "lfsr_seed"}
+
+
+def test_soc_sgd_registers(plan):
+    """The update engine's CSRs over the link: reset values, read-back of what
+    is written (masked to the field), the sequencer's ports follow them, and
+    every LFSR_SEED write (also of the value it holds) is one lfsr_load pulse
+    with the new seed on lfsr_seed."""
+    loads = []
+
+    def watch_loads(soc):
+        sequencer = soc.sequencer
+
+        async def process(ctx):
+            async for _, _, load, seed in ctx.tick().sample(sequencer.lfsr_load,
+                                                             sequencer.lfsr_seed):
+                if load:
+                    loads.append(int(seed))
+        return process
+
+    async def body(ctx, host):
+        sequencer = host.soc.sequencer
+        for name in SGD_REGISTERS:
+            assert await host.read_csr(ctx, name) == regmap.register(name).reset
+        assert regmap.register("SGD_NORM").reset == norm_multiplier(1)
+        # All ones: each register keeps its field's bits only.
+        for name, port in SGD_REGISTERS.items():
+            await host.write_csr(ctx, name, 0xFFFFFFFF)
+            mask = regmap.register(name).field("value").mask
+            assert await host.read_csr(ctx, name) == mask
+            assert ctx.get(getattr(sequencer, port)) == mask
+        values = {"SGD_RATE": int(0.01 * 2**20), "SGD_MOMENTUM": int(0.9 * 2**17),
+                  "SGD_DECAY": int(5e-4 * 2**26), "SGD_NORM": norm_multiplier(3),
+                  "LFSR_SEED": 0xCAFEF00D}
+        for name, value in values.items():
+            await host.write_csr(ctx, name, value)
+        for name, value in values.items():
+            assert await host.read_csr(ctx, name) == value
+            assert ctx.get(getattr(sequencer, SGD_REGISTERS[name])) == value
+        await host.write_csr(ctx, "LFSR_SEED", 0xCAFEF00D)        # the same seed again
+        # Other writes do not reseed.
+        await host.write_csr(ctx, "SCRATCH", 0x12345678)
+        assert loads == [0xFFFFFFFF, 0xCAFEF00D, 0xCAFEF00D]
+
+    run(plan, body, name="soc_sgd_registers", soc_processes=[watch_loads])
+
+
+# Neither SoC is elaborated (only its construction is under test).
+@pytest.mark.filterwarnings("ignore:.*created but never used")
+def test_soc_training_plan_builds_the_update_engine(plan, tmp_path):
+    """A training plan's sequencer has the update engine at the plan's
+    gradient width; an inference plan's has none (its opcodes are bad commands)."""
+    path = tmp_path / "tiny.prototxt"
+    path.write_text(NET)
+    training = plan_network(str(path), "ulx3s-85f", rows=2, cols=2, width=16, training=True)
+    soc = Soc(training, clk_freq=CLK_FREQ, baud=BAUD)
+    assert soc.sequencer.training and soc.sequencer.update.grad_bits == training.grad_bits
+    assert soc.sequencer.update.seed == regmap.register("LFSR_SEED").reset
+    assert soc.capabilities()["training"] == 1
+    assert Soc(plan, clk_freq=CLK_FREQ, baud=BAUD).sequencer.update is None

@@ -4,7 +4,8 @@ AxiMaster, with DDR-like latency and random stalls) compared word for word
 with ``fixedpoint.gemm`` + ``requantize`` afterwards. Covers single and
 multi-tile GEMMs with K split over ACCUMULATE, ping-pong buffers, a bias
 loaded into C, illegal commands (flagged, skipped), the HOST hand-off,
-ELTWISE, and SET_GEOMETRY + POOL_FWD against ``fixedpoint.pooling``."""
+ELTWISE, SET_GEOMETRY + POOL_FWD against ``fixedpoint.pooling``, and the
+training update (ACC_ADD, ACC_BIAS, SGD_UPDATE) against ``fixedpoint.update``."""
 
 import math
 
@@ -22,7 +23,10 @@ from fecaffe_hw.fixedpoint.activation import (
     relu_backward, relu_forward, sigmoid_backward, sigmoid_forward, tanh_backward, tanh_forward,
 )
 from fecaffe_hw.cores.pool_engine import PoolGeometry
+from fecaffe_hw.fixedpoint import update
+from fecaffe_hw.fixedpoint.lfsr import Lfsr
 from fecaffe_hw.fixedpoint.pooling import ave_pool, max_pool
+from fecaffe_hw.fixedpoint.sgd import norm_multiplier
 from fecaffe_hw.runtime.isa import (
     Buffer, EltwiseOp, Flag, HostOp, Opcode, PoolKind, Unit, encode,
 )
@@ -109,12 +113,14 @@ class Bench:
         self.cycles = 0
         self.bad_commands = 0
 
-    def run(self, words, *, name, rng, host=None, deadline=200_000):
+    def run(self, words, *, name, rng, host=None, setup=None, deadline=200_000):
         dut = self.dut
         image = np.zeros(MEM_BYTES // 4, dtype=np.uint32)
         done = []
 
         async def feed(ctx):
+            if setup is not None:
+                await setup(ctx)
             stalls = Stalls(rng, 0.2)
             for word in words:
                 await stream_put(ctx, dut.commands, word, stalls=stalls)
@@ -126,16 +132,16 @@ class Bench:
             totals = dict.fromkeys(fields, 0)
             cycles = bad = overlap = 0
             while True:
-                await ctx.tick()
-                counters = ctx.get(dut.counters)
+                # Sampled at the clock edge, so inputs other testbenches set
+                # during the cycle (host_resume) count as the logic saw them.
+                _, _, counters, bad_command, dma_busy, array_busy, end = await ctx.tick().sample(
+                    dut.counters, dut.bad_command, dut.dma_busy, dut.array_busy, dut.end)
                 cycles += 1
                 for f in fields:
                     totals[f] += int(getattr(counters, f))
-                bad += ctx.get(dut.bad_command)
-                overlap += ctx.get(dut.dma_busy) & ctx.get(dut.array_busy)
-                if host is not None and ctx.get(dut.host_wait):
-                    await host(ctx)
-                if ctx.get(dut.end):
+                bad += bad_command
+                overlap += dma_busy & array_busy
+                if end:
                     break
             self.totals, self.cycles, self.bad_commands = totals, cycles, bad
             self.overlap_cycles = overlap
@@ -143,7 +149,15 @@ class Bench:
                 image[i] = ctx.get(self.ram_mem.data[i])
             done.append(True)
 
-        simulate(self.top, feed, watch, name=name, deadline_cycles=deadline)
+        async def serve_host(ctx):
+            # Beside the watcher, so the counters are summed while the host works.
+            while True:
+                await ctx.tick()
+                if ctx.get(dut.host_wait):
+                    await host(ctx)
+
+        simulate(self.top, feed, watch, name=name, deadline_cycles=deadline,
+                 background=[serve_host] if host is not None else [])
         assert done
         return image
 
@@ -717,3 +731,202 @@ def test_sequencer_pool_backward_after_forward(kind):
         machine.execute(op, fields)
     assert bench.bad_commands == 0
     assert (result.view(np.uint8) == machine.memory).all()
+
+
+# ---- training update: ACC_ADD, ACC_BIAS, SGD_UPDATE ------------------------------
+
+GRAD_BITS = 24
+#: CSR values on the sequencer's ports (formats of ``fixedpoint.sgd.SgdFormats``).
+SGD_PORTS = dict(sgd_rate=int(0.01 * 2**20), sgd_momentum=int(0.9 * 2**17),
+                 sgd_decay=int(5e-4 * 2**26), sgd_norm=norm_multiplier(2))
+SEEDS = (0xCAFEF00D, 0x0BADC0DE)
+
+
+def _get32(image, addr, count):
+    return image.view(np.int32)[addr // 4:addr // 4 + count].astype(np.int64)
+
+
+def _put32(image, addr, values):
+    image[addr // 4:addr // 4 + len(values)] = np.asarray(values).astype(np.int32).view(np.uint32)
+
+
+def _get16(image, addr, count):
+    return image.view(np.uint8)[addr:addr + 2 * count].view(np.int16).astype(np.int64)
+
+
+def _put16(image, addr, values):
+    image.view(np.uint8)[addr:addr + 2 * len(values)] = \
+        np.asarray(values).astype(np.int16).view(np.uint8)
+
+
+def _update_program():
+    """A training step's tail, with the expected memory computed by the model:
+    GEMMs into both C halves, ACC_ADDs of each (one GEMM accumulating into a
+    half an ACC_ADD is reading, one into the other half), an ACC_BIAS, two
+    SGD_UPDATEs (the LFSR runs on), a HOST hand-off that reseeds, a third."""
+    rng = np.random.default_rng(2024)
+    a1, b = random_problem(rng, R, C, KT, scale=2**12)
+    a2, _ = random_problem(rng, R, C, KT, scale=2**12)
+    A1, A2, B = 0x000, 0x040, 0x080
+    image = image_for(rng, [(A1, a1), (A2, a2), (B, b)])
+    expected = image.copy()
+    cmds = [encode(Opcode.DMA_LOAD, func=Buffer.A, addr=A1, stride=2 * KT, rows=R, cols=KT,
+                   offset=0),
+            encode(Opcode.DMA_LOAD, func=Buffer.A, addr=A2, stride=2 * KT, rows=R, cols=KT,
+                   offset=KT * R),
+            encode(Opcode.DMA_LOAD, func=Buffer.B, addr=B, stride=2 * C, rows=KT, cols=C,
+                   offset=0)]
+    c_half = {0: gemm(a1, b, AW), 1: gemm(a2, b, AW)}
+
+    def g(a_half, c_word, accumulate=False):
+        return encode(Opcode.GEMM, a_offset=a_half * KT * R, b_offset=0, c_offset=c_word * C,
+                      m=R, n=C, k=KT, flags=Flag.ACCUMULATE if accumulate else 0)
+
+    def acc_add(c_word, acc, *, addr, rows, cols, stride, shift):
+        grads = np.stack([wrap(_get32(expected, addr + 4 * r * stride, cols), GRAD_BITS)
+                          for r in range(rows)])
+        new = update.acc_add(grads, acc[:rows, :cols], shift, GRAD_BITS)
+        for r in range(rows):
+            _put32(expected, addr + 4 * r * stride, new[r])
+        return encode(Opcode.ACC_ADD, offset=c_word * C, grad_addr=addr, rows=rows, cols=cols,
+                      stride=stride, shift=shift)
+
+    cmds.append(g(0, 0))
+    cmds.append(acc_add(0, c_half[0], addr=0x100, rows=R, cols=C, stride=6, shift=6))
+    cmds.append(g(1, R))                          # other half: runs beside the ACC_ADD
+    cmds.append(g(1, 0, accumulate=True))         # same half: waits for the ACC_ADD
+    cmds.append(acc_add(R, c_half[1], addr=0x200, rows=R, cols=C, stride=C, shift=-1))
+    cmds.append(acc_add(0, wrap(c_half[0] + c_half[1], AW), addr=0x300, rows=3, cols=3,
+                        stride=5, shift=10))
+
+    images, channels, positions = 2, 3, 5
+    dy = rng.integers(-2**15, 2**15, (images, channels, positions))
+    _put16(image, 0x400, dy.ravel())
+    _put16(expected, 0x400, dy.ravel())
+    grad = wrap(_get32(expected, 0x480, channels), GRAD_BITS)
+    _put32(expected, 0x480, update.acc_bias(grad, dy, -3, GRAD_BITS))
+    cmds.append(encode(Opcode.ACC_BIAS, src=0x400, grad_addr=0x480, channels=channels,
+                       positions=positions, images=images, shift=-3))
+
+    lfsr = Lfsr(SEEDS[0])
+    sgd = [(0x800, 10, (12, 18, 20, 22), 256, 256), (0x900, 22, (14, 14, 10, 12), 384, 0),
+           None, (0xA00, 8, (12, 18, 20, 22), 256, 512)]
+    for step in sgd:
+        if step is None:
+            cmds.append(encode(Opcode.HOST, func=HostOp.INPUT))
+            lfsr = Lfsr(SEEDS[1])
+            continue
+        base, count, (wf, hf, gf, df), lr_mult, decay_mult = step
+        assert update.sgd_fracs_legal(weight_frac=wf, history_frac=hf, grad_frac=gf,
+                                      diff_frac=df, grad_bits=GRAD_BITS)
+        w_at, h_at, g_at = base, base + 0x40, base + 0x80
+        grads = np.where(rng.random(count) < 0.2, rng.integers(-2**23, 2**23, count),
+                         rng.integers(-2**16, 2**16, count))
+        for mem in (image, expected):
+            _put32(mem, g_at, grads)
+        fields = dict(weight_frac=wf, history_frac=hf, grad_frac=gf, diff_frac=df,
+                      lr_mult=lr_mult, decay_mult=decay_mult)
+        w, h, z = update.sgd_update_command(
+            _get16(expected, w_at, count), _get16(expected, h_at, count), grads,
+            grad_bits=GRAD_BITS, rate=SGD_PORTS["sgd_rate"],
+            momentum=SGD_PORTS["sgd_momentum"], decay=SGD_PORTS["sgd_decay"],
+            norm_mul=SGD_PORTS["sgd_norm"], lfsr=lfsr, **fields)
+        _put16(expected, w_at, w)
+        _put16(expected, h_at, h)
+        _put32(expected, g_at, z)
+        cmds.append(encode(Opcode.SGD_UPDATE, weight_addr=w_at, history_addr=h_at,
+                           grad_addr=g_at, count=count, **fields))
+    return cmds, image, expected
+
+
+def _illegal_updates():
+    wrong_unit = encode(Opcode.ACC_BIAS, src=0, grad_addr=0x40, channels=1, positions=2,
+                        images=1)
+    wrong_unit[0] = (wrong_unit[0] & ~(0xF << 8)) | (Unit.DMA << 8)
+    reserved = encode(Opcode.ACC_ADD, offset=0, grad_addr=0x40, rows=1, cols=1, stride=1)
+    reserved[7] = 1                               # ACC_ADD has nothing in word 7
+    sgd = dict(weight_addr=0x40, history_addr=0x80, grad_addr=0xC0, count=4, weight_frac=12,
+               history_frac=18, grad_frac=20, diff_frac=22, lr_mult=256)
+    return [
+        wrong_unit, reserved,
+        encode(Opcode.ACC_ADD, offset=2, grad_addr=0x40, rows=1, cols=2, stride=2),  # mid-word
+        encode(Opcode.ACC_ADD, offset=R * C, grad_addr=0x40, rows=R + 1, cols=C,
+               stride=C),                                                   # past C
+        encode(Opcode.ACC_ADD, offset=0, grad_addr=0x40, rows=1, cols=C + 1, stride=8),
+        encode(Opcode.ACC_BIAS, src=0, grad_addr=0x40, channels=0, positions=2, images=1),
+        encode(Opcode.SGD_UPDATE, **{**sgd, "count": 5}),                   # odd count
+        encode(Opcode.SGD_UPDATE, **{**sgd, "grad_addr": 0xC2}),            # not aligned
+        encode(Opcode.SGD_UPDATE, **{**sgd, "flags": Flag.ACCUMULATE}),
+        encode(Opcode.SGD_UPDATE, **{**sgd, "grad_frac": 60}),              # fracs illegal
+    ]
+
+
+def test_sequencer_training_update():
+    """ACC_ADD after GEMMs (and beside one), ACC_BIAS and SGD_UPDATEs through
+    the sequencer, the SGD constants and LFSR seeds driven on its ports, the
+    whole memory compared with ``fixedpoint.update``; illegal commands among
+    them flagged and skipped."""
+    cmds, image, expected = _update_program()
+    illegal = _illegal_updates()
+    program = list(cmds)
+    for i, cmd in enumerate(illegal):
+        program.insert(2 + 2 * i, cmd)
+    words = [w for cmd in program for w in cmd] + encode(Opcode.END)
+    bench = Bench(image, latency=8, stall_rate=0.3, training=True, grad_bits=GRAD_BITS,
+                  update_chunk=8)
+    dut = bench.dut
+
+    async def setup(ctx):
+        for name, value in SGD_PORTS.items():
+            ctx.set(getattr(dut, name), value)
+        await _reseed(ctx, SEEDS[0])
+
+    async def _reseed(ctx, seed):
+        ctx.set(dut.lfsr_seed, seed)
+        ctx.set(dut.lfsr_load, 1)
+        await ctx.tick()
+        ctx.set(dut.lfsr_load, 0)
+
+    async def host(ctx):
+        await _reseed(ctx, SEEDS[1])
+        ctx.set(dut.host_resume, 1)
+        await ctx.tick()
+        ctx.set(dut.host_resume, 0)
+
+    rng = np.random.default_rng(3)
+    result = bench.run(words, name="sequencer_training_update", rng=rng, setup=setup,
+                       host=host)
+    for addr in range(0, MEM_BYTES, 4):
+        if result[addr // 4] != expected[addr // 4]:
+            raise AssertionError(f"word at 0x{addr:x}: got 0x{int(result[addr // 4]):08x}, "
+                                 f"expected 0x{int(expected[addr // 4]):08x}")
+    assert bench.bad_commands == len(illegal)
+    assert bench.totals["commands_done"] == len(program) + 1 - len(illegal)
+    print(f"training update: {len(cmds)} commands, {bench.cycles} cycles")
+
+
+def test_sequencer_without_training_flags_updates():
+    """A build that does not train (and any 8-bit build) has no update engine:
+    its opcodes are bad commands and memory is left alone."""
+    assert Sequencer(rows=R, cols=C, data_width=8, acc_width=24, training=True).update is None
+    assert Sequencer(rows=R, cols=C, training=False).update is None
+    rng = np.random.default_rng(9)
+    image = image_for(rng, [])
+    words = [w for cmd in _illegal_updates()[2:3] for w in cmd]
+    words += encode(Opcode.ACC_BIAS, src=0, grad_addr=0x40, channels=1, positions=2, images=1)
+    words += encode(Opcode.SGD_UPDATE, weight_addr=0x40, history_addr=0x80, grad_addr=0xC0,
+                    count=4, weight_frac=12, history_frac=18, grad_frac=20, diff_frac=22)
+    words += encode(Opcode.END)
+    bench = Bench(image, latency=2, stall_rate=0.0)
+    result = bench.run(words, name="sequencer_no_training", rng=rng)
+    assert bench.bad_commands == 3
+    np.testing.assert_array_equal(result, image)
+
+
+def test_sequencer_rejects_bad_training_parameters():
+    with pytest.raises(ValueError, match="training must be a bool, not 1"):
+        Sequencer(rows=R, cols=C, training=1)
+    with pytest.raises(ValueError, match="gradient width .* not 40"):
+        Sequencer(rows=R, cols=C, training=True, grad_bits=40)
+    with pytest.raises(ValueError, match="chunk must be even, not 7"):
+        Sequencer(rows=R, cols=C, training=True, update_chunk=7)

@@ -277,7 +277,9 @@ class EltwiseEngine(wiring.Component):
         for lane in range(2):
             ext = Signal(signed(_MAX_SHIFT + 2), name=f"wide{lane}")
             m.d.comb += ext.eq(out.payload[lane])
-            bias = Mux(shift == 0, 0, half - 1 + ext.bit_select(shift, 1))
+            # as_unsigned: a variable bit select of a signed value becomes a
+            # signed $shiftx, which CXXRTL evaluates unlike Amaranth's simulator.
+            bias = Mux(shift == 0, 0, half - 1 + ext.as_unsigned().bit_select(shift, 1))
             rounded = Signal(signed(_MAX_SHIFT + 3), name=f"rounded{lane}")
             m.d.comb += rounded.eq((ext + bias) >> shift)
             packed.append(saturate(rounded, ew))

@@ -524,8 +524,11 @@ class PoolEngine(wiring.Component):
         right = shift[:4]                     # valid when shift >= 0
         half = (Const(1, MAX_SHIFT + 2) << right)[1:]
         rounded = Signal(signed(res_width + MAX_SHIFT + 2))
+        # as_unsigned: a variable bit select of a signed value becomes a
+        # signed $shiftx, which CXXRTL evaluates unlike Amaranth's simulator.
+        kept_lsb = wide.as_unsigned().bit_select(right, 1)
         m.d.comb += rounded.eq(Mux(shift < 0, wide << (-shift)[:4],
-                                   (wide + Mux(right == 0, 0, half - 1 + wide.bit_select(right, 1)))
+                                   (wide + Mux(right == 0, 0, half - 1 + kept_lsb))
                                    >> right))
         value = saturate(rounded, ew)
         lo_half = Signal(ew)

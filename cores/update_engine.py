@@ -101,8 +101,10 @@ class _Rne:
         lo_bits = 4
         ext = Signal(signed(width), name=f"{name}_ext")
         m.d.comb += ext.eq(value)
+        # as_unsigned: a variable bit select of a signed value becomes a
+        # signed $shiftx, which CXXRTL evaluates unlike Amaranth's simulator.
         m.d.sync += [
-            x.eq(ext), bit.eq((t != 0) & ext.bit_select(t, 1)),
+            x.eq(ext), bit.eq((t != 0) & ext.as_unsigned().bit_select(t, 1)),
             s.eq(x + mask + bit),
             y1.eq(s >> Cat(Const(0, lo_bits), t[lo_bits:])),
             y2.eq(y1 >> t[:lo_bits]),

@@ -56,7 +56,7 @@ naming the first word), and the board's blobs with the float reference.
 examples:
   fecaffe-hw sim nets/lenet.prototxt --batch 1
   fecaffe-hw sim tests/compiler/nets/odd_conv.prototxt --backend pysim --vcd odd.vcd
-  fecaffe-hw sim nets/lenet_train_test.prototxt --phase test --batch 2 --json
+  fecaffe-hw sim nets/lenet_train_test.prototxt --phase train --batch 2 --json
 """)
 def _configure_sim(parser):
     from .compiler.boards import BOARDS

@@ -35,11 +35,6 @@ def run_sim(args):
     from .sim.run import simulate_workload
     from .sim.workload import build_workload
 
-    if args.phase == "train":
-        # The plan and schedule exist; the gateware cannot run them yet.
-        raise FecaffeError("--phase train: the training-update commands (ACC_ADD, ACC_BIAS, "
-                           "SGD_UPDATE) are not wired into the sequencer yet, so only "
-                           "--phase test runs on the simulated SoC")
     if args.batch < 1:
         raise FecaffeError(f"--batch must be at least 1, not {args.batch}")
     start = time.monotonic()

@@ -29,7 +29,7 @@ from ..fixedpoint.sgd import SgdFormats, norm_multiplier
 from ..runtime import isa
 from ..runtime.isa import Buffer, EltwiseOp, Flag, Opcode, PoolKind, Unit
 
-__all__ = ["Machine", "MachineError", "ELTWISE_IN_FRAC", "ELTWISE_AUX_FRAC"]
+__all__ = ["Machine", "MachineError", "sgd_registers", "ELTWISE_IN_FRAC", "ELTWISE_AUX_FRAC"]
 
 #: Sigmoid/TanH formats of a plan without tables (``Sequencer`` defaults):
 #: forward input frac and backward ``y`` frac, which the ISA does not carry.
@@ -38,6 +38,19 @@ ELTWISE_AUX_FRAC = 15
 _DATA = Format(16, 0)
 #: The ISA's ReLU ``slope`` is ``negative_slope * 2**16`` (``EltwiseEngine``'s format).
 SLOPE_FORMAT = Format(25, 16)
+
+
+def sgd_registers(*, lr, momentum, weight_decay, iter_size=1):
+    """``{rate, momentum, decay, norm_mul}``: the SGD_RATE, SGD_MOMENTUM,
+    SGD_DECAY and SGD_NORM values for a solver's settings (the constant
+    formats are ``SgdFormats``' defaults, which the update engine builds)."""
+    formats = {f.name: f.default for f in dataclasses.fields(SgdFormats)
+               if f.name in ("rate", "momentum", "decay")}
+    values = {name: int(quantize(value, formats[name]))
+              for name, value in (("rate", lr), ("momentum", momentum),
+                                  ("decay", weight_decay))}
+    values["norm_mul"] = norm_multiplier(iter_size)
+    return values
 
 
 class MachineError(FecaffeError):
@@ -73,16 +86,10 @@ class Machine:
 
     def set_solver(self, *, lr=0.01, momentum=0.9, weight_decay=0.0005, iter_size=1,
                    seed=1):
-        """The SGD CSRs (rate, momentum, decay in the update engine's formats,
-        the 1/iter_size multiplier) and the rounding LFSR's seed, as the host
-        writes them (defaults: Caffe's LeNet solver)."""
-        # The constants' formats are SgdFormats' defaults (what the engine builds).
-        fields = {f.name: f.default for f in dataclasses.fields(SgdFormats)
-                  if f.name in ("rate", "momentum", "decay")}
-        self.sgd = {name: int(quantize(value, fields[name]))
-                    for name, value in (("rate", lr), ("momentum", momentum),
-                                        ("decay", weight_decay))}
-        self.sgd["norm_mul"] = norm_multiplier(iter_size)
+        """The SGD CSRs (:func:`sgd_registers`) and the rounding LFSR's seed, as
+        the host writes them (defaults: Caffe's LeNet solver)."""
+        self.sgd = sgd_registers(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                 iter_size=iter_size)
         self.lfsr = Lfsr(seed)
 
     # -- tensor memory -------------------------------------------------------

@@ -23,7 +23,7 @@ from ..runtime.host_ops import HostOps
 from ..runtime.isa import Opcode
 from ..runtime.link import HostLink
 from .backend import SimTimeout, open_backend
-from .machine import Machine
+from .machine import Machine, sgd_registers
 from .top import TRACE_LAYOUT, SimTop
 
 __all__ = ["SimTransport", "SimResult", "simulate_workload"]
@@ -141,9 +141,16 @@ def _wait(link, transport, *, field_name, value, what, limit_s):
         transport.sleep(200 / transport.clk_hz)
 
 
+#: The solver settings a simulated training iteration uses (Caffe's LeNet
+#: solver); the host writes them to the SGD registers, the model uses the same.
+SOLVER = {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005, "iter_size": 1}
+LFSR_SEED = 1
+
+
 def expected_memory(workload):
     """The machine's tensor memory after the workload, and its host steps' results."""
     machine = Machine(workload.plan)
+    machine.set_solver(**SOLVER, seed=LFSR_SEED)
     for addr, data in workload.parameter_writes():
         machine.write(addr, data)
     host = HostOps(workload.plan, workload.inputs)
@@ -171,6 +178,12 @@ def simulate_workload(workload, *, backend="auto", vcd=None, memory_latency=None
         link = HostLink(transport, timeout=0.02, retries=0, busy_timeout=limit_s,
                         poll_interval=2e-6, clock=transport.clock, sleep=transport.sleep)
         link.check_identity(plan.hash32)
+        if workload.phase == "train":
+            values = sgd_registers(**SOLVER)
+            for register, key in (("SGD_RATE", "rate"), ("SGD_MOMENTUM", "momentum"),
+                                  ("SGD_DECAY", "decay"), ("SGD_NORM", "norm_mul")):
+                link.write_csr(register, values[key])
+            link.write_csr("LFSR_SEED", LFSR_SEED)
         host = HostOps(plan, workload.inputs)
         read, write = _aligned(link.read_mem, link.write_mem)
         first_cycle = sim.cycles

@@ -368,7 +368,8 @@ def _eltwise_case(rng, count):
     for name, values in inputs.items():
         regions[name] = addr
         addr += 2 * count + 4 * int(rng.integers(1, 4))      # word aligned, not burst aligned
-    outs = ["relu", "relu_bwd", "sig", "tanh", "sig_bwd", "tanh_bwd", "add", "requant", "zero"]
+    outs = ["relu", "relu_bwd", "relu_bwd_right", "sig", "tanh", "sig_bwd", "tanh_bwd", "add",
+            "requant", "zero"]
     for name in outs:
         regions[name] = addr
         addr += 2 * count + 4
@@ -382,6 +383,9 @@ def _eltwise_case(rng, count):
          relu_forward(x, f, slope, SLOPE_FMT, fmt(f - 2))),
         (E.RELU_BWD, r["dy"], r["x"], r["relu_bwd"], -3, slope,
          relu_backward(dy, x, f, slope, SLOPE_FMT, fmt(f + 3))),
+        # A right shift rounds half to even (an odd dy halves to a tie).
+        (E.RELU_BWD, r["dy"], r["x"], r["relu_bwd_right"], 1, 0,
+         relu_backward(dy, x, f, 0, SLOPE_FMT, fmt(f - 1))),
         (E.SIGMOID_FWD, r["x"], 0, r["sig"], ACT_IN_FRAC - 15, 0,
          sigmoid_forward(x, fmt(ACT_IN_FRAC), fmt(15))),
         (E.TANH_FWD, r["x"], 0, r["tanh"], ACT_IN_FRAC - 14, 0,

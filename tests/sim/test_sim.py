@@ -77,8 +77,28 @@ def test_a_mismatch_names_the_region_and_exits_nonzero(monkeypatch, capsys):
     assert "in 1 word;" in err and "fc.data+0x4" in err
 
 
-def test_train_phase_and_bad_batch_are_one_line_errors(capsys):
-    assert cli.main(["sim", str(ODD_IP), "--phase", "train"]) == 2
+def test_bad_requests_are_one_line_errors(capsys):
+    deploy = Path(__file__).parents[2] / "nets" / "lenet.prototxt"
+    assert cli.main(["sim", str(deploy), "--phase", "train"]) == 2     # no loss layer
     assert cli.main(["sim", str(ODD_IP), "--batch", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("fecaffe-hw sim: error:") for line in err)
+    assert "lenet_train_test" in err[0]
+
+
+def test_training_iteration_bit_exact_on_pysim():
+    """One training iteration of a convolutional net (IM2COL with stride and
+    padding, AVE pooling and its backward, TanH, InnerProduct, gradients
+    accumulated over the batch, SGD with momentum and decay) through the
+    SoC's host link: every word of tensor memory equals the machine's."""
+    workload = build_workload(NETS / "odd_conv.prototxt", board="arty", phase="train",
+                              batch=2, seed=7)
+    result = simulate_workload(workload, backend="pysim")
+    assert result.bit_exact, result.first_mismatch
+    # A layer shows up once per stage it runs in (forward, backward, update).
+    macs = {}
+    for layer in result.layers:
+        macs[layer["name"]] = macs.get(layer["name"], 0) + layer["macs"]
+    for name in ("conv", "fc"):
+        assert macs[name] == sum(c.macs for c in workload.commands if c.layer == name)
+    assert macs["conv"] > 0 and macs["fc"] > 0

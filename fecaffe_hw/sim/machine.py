@@ -327,18 +327,23 @@ class Machine:
 
     # POOL_FWD ----------------------------------------------------------------
 
-    def _pool_forward(self, opcode, f, flags):
+    def _pool_tile(self, opcode, f):
+        """The selected pooling geometry and the command's tile, checked."""
         g = self.pool_geometry
         if g is None:
-            raise MachineError("POOL_FWD before any SET_GEOMETRY on the pooling unit")
-        kernel = (g["kernel_h"], g["kernel_w"])
-        stride = (g["stride_h"], g["stride_w"])
-        pad = (g["pad_h"], g["pad_w"])
-        h, w, oh, ow = g["height"], g["width"], g["out_h"], g["out_w"]
+            raise MachineError(f"{opcode.name} before any SET_GEOMETRY on the pooling unit")
+        c0, cc, n0, nn = f["c0"], f["channels"], f["n0"], f["images"]
         total, batch = g["channels"], g["images"]
-        c0, cc, n0, nn, shift = f["c0"], f["channels"], f["n0"], f["images"], f["shift"]
         if c0 + cc > total or n0 + nn > batch or cc == 0 or nn == 0:
-            raise MachineError("POOL_FWD tile leaves the map")
+            raise MachineError(f"{opcode.name} tile leaves the map")
+        return ((g["kernel_h"], g["kernel_w"]), (g["stride_h"], g["stride_w"]),
+                (g["pad_h"], g["pad_w"]), g["height"], g["width"], g["out_h"], g["out_w"],
+                total, batch, c0, cc, n0, nn)
+
+    def _pool_forward(self, opcode, f, flags):
+        (kernel, stride, pad, h, w, oh, ow, total, batch,
+         c0, cc, n0, nn) = self._pool_tile(opcode, f)
+        shift = f["shift"]
         x = self.int16(f["src"], batch * total * h * w).reshape(batch, total, h, w)
         y = self.int16(f["dst"], batch * total * oh * ow).reshape(batch, total, oh, ow)
         kind = PoolKind(f["func"])
@@ -356,17 +361,8 @@ class Machine:
                 self.memory[at:at + cc * oh * ow] = np.asarray(index, np.uint8).ravel()
 
     def _pool_backward(self, opcode, f, flags):
-        g = self.pool_geometry
-        if g is None:
-            raise MachineError("POOL_BWD before any SET_GEOMETRY on the pooling unit")
-        kernel = (g["kernel_h"], g["kernel_w"])
-        stride = (g["stride_h"], g["stride_w"])
-        pad = (g["pad_h"], g["pad_w"])
-        h, w, oh, ow = g["height"], g["width"], g["out_h"], g["out_w"]
-        total, batch = g["channels"], g["images"]
-        c0, cc, n0, nn = f["c0"], f["channels"], f["n0"], f["images"]
-        if c0 + cc > total or n0 + nn > batch or cc == 0 or nn == 0:
-            raise MachineError("POOL_BWD tile leaves the map")
+        (kernel, stride, pad, h, w, oh, ow, total, batch,
+         c0, cc, n0, nn) = self._pool_tile(opcode, f)
         kind = PoolKind(f["func"])
         if kind == PoolKind.MAX and not f["index_addr"]:
             raise MachineError("MAX POOL_BWD needs the indices POOL_FWD wrote")

@@ -23,8 +23,8 @@ def _configure_generate(parser):
                         help="target board (default: arty, the Arty A7-35T)")
     parser.add_argument("-o", "--output", metavar="DIR",
                         help="output directory (default: build/NET-BOARD)")
-    parser.add_argument("--link", choices=("uart", "pcie"), default="uart",
-                        help="host link (default: uart)")
+    parser.add_argument("--link", choices=("uart", "pcie"), default=None,
+                        help="host link (default: the board's first: uart, pcie on nitefury)")
     parser.add_argument("--rows", type=int, help="systolic array rows (default: sized to "
                                                  "the board's DSPs)")
     parser.add_argument("--cols", type=int, help="systolic array columns")

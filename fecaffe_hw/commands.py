@@ -57,6 +57,7 @@ examples:
   fecaffe-hw sim nets/lenet.prototxt --batch 1
   fecaffe-hw sim tests/compiler/nets/odd_conv.prototxt --backend pysim --vcd odd.vcd
   fecaffe-hw sim nets/lenet_train_test.prototxt --phase train --batch 2 --json
+  fecaffe-hw sim nets/lenet.prototxt --commands lenet_commands.csv
 """)
 def _configure_sim(parser):
     from .compiler.boards import BOARDS
@@ -74,7 +75,10 @@ def _configure_sim(parser):
     parser.add_argument("--memory-latency", type=int, metavar="CYCLES",
                         help="tensor memory read latency (default: the board's)")
     parser.add_argument("--vcd", metavar="FILE", help="write a waveform")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--commands", metavar="CSV",
+                        help="write every schedule command's timing, MACs and stalls")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (with every command's figures)")
 
     def run(args):
         from .simulate import run_sim

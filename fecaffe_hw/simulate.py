@@ -1,6 +1,7 @@
 """``fecaffe-hw sim``: the generated SoC runs a network cycle by cycle, checked
 word for word against the NumPy machine and against the float reference."""
 
+import csv
 import json
 import sys
 import time
@@ -59,8 +60,10 @@ def run_sim(args):
         "board": plan.board["name"], "array": {"rows": plan.rows, "cols": plan.cols},
         "clock_mhz": clk, "cycles": result.cycles,
         "time_at_clock_ms": result.cycles / (clk * 1e3),
-        "layers": [{k: layer[k] for k in ("name", "op", "cycles", "macs", "utilization",
-                                           "stalls")} for layer in result.layers],
+        "layers": [{k: layer[k] for k in ("name", "op", "stages", "cycles", "macs",
+                                           "utilization", "stalls")}
+                   for layer in result.layers],
+        "commands": result.commands,
         "bit_exact": result.bit_exact, "mismatched_words": result.mismatched_words,
         "max_abs_err_vs_float": max_err,
         "blob_errors": {name: {"max_abs_err": e, "lsb": lsb} for name, (e, lsb) in errors.items()},
@@ -71,10 +74,14 @@ def run_sim(args):
         "build_s": round(result.build_s, 3),
         "sim_cycles_per_s": round(result.sim_cycles_per_s, 1),
     }
+    if args.commands:
+        _write_commands(args.commands, result.commands)
     if args.json:
         print(json.dumps(report))
     else:
         _print_report(report)
+        if args.commands:
+            print(f"every command's figures: {args.commands}")
     if not result.bit_exact:
         n = result.mismatched_words
         raise SimMismatch(f"the simulated SoC differs from the fixed-point model in "
@@ -82,17 +89,60 @@ def run_sim(args):
     return 0
 
 
+_COMMAND_COLUMNS = ("index", "layer", "stage", "opcode", "issue", "wait", "cycles", "macs",
+                    "utilization", "array_stall", "mem_stall", "bad")
+
+
+def _write_commands(path, commands):
+    try:
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(_COMMAND_COLUMNS)
+            for c in commands:
+                row = {**c, **c["stalls"], "utilization": f"{c['utilization']:.6f}"}
+                writer.writerow([row[k] for k in _COMMAND_COLUMNS])
+    except OSError as error:
+        raise FecaffeError(f"cannot write {path}: {error.strerror}") from None
+
+
+def _by_opcode(commands, peak):
+    """Commands summed per opcode: count, busy cycles (issue to finish),
+    MACs, utilisation over those cycles, stalls."""
+    out = {}
+    for c in commands:
+        s = out.setdefault(c["opcode"], {"count": 0, "cycles": 0, "macs": 0,
+                                         "array_stall": 0, "mem_stall": 0})
+        s["count"] += 1
+        s["cycles"] += c["cycles"]
+        s["macs"] += c["macs"]
+        for k in ("array_stall", "mem_stall"):
+            s[k] += c["stalls"][k]
+    for s in out.values():
+        s["utilization"] = s["macs"] / (peak * s["cycles"]) if s["cycles"] else 0.0
+    return out
+
+
 def _print_report(r):
-    print(f"{'layer':<16}{'op':<18}{'cycles':>12}{'MACs':>14}{'util':>8}"
-          f"{'mem stall':>11}{'array stall':>13}")
+    w = max([len(layer["name"]) + 2 for layer in r["layers"]] + [16])
+    print(f"{'layer':<{w}}{'op':<16}{'stages':<22}{'cycles':>12}{'MACs':>13}{'util':>7}"
+          f"{'mem stall':>11}{'array stall':>12}")
     for layer in r["layers"]:
-        print(f"{layer['name']:<16}{layer['op']:<18}{layer['cycles']:>12,}{layer['macs']:>14,}"
-              f"{layer['utilization']:>8.1%}{layer['stalls']['mem_stall']:>11,}"
-              f"{layer['stalls']['array_stall']:>13,}")
+        stages = ",".join(s.replace("backward_", "bwd_") for s in layer["stages"])
+        print(f"{layer['name']:<{w}}{layer['op']:<16}{stages:<22}{layer['cycles']:>12,}"
+              f"{layer['macs']:>13,}{layer['utilization']:>7.1%}"
+              f"{layer['stalls']['mem_stall']:>11,}{layer['stalls']['array_stall']:>12,}")
     macs = sum(layer["macs"] for layer in r["layers"])
     peak = r["array"]["rows"] * r["array"]["cols"]
     util = macs / (peak * r["cycles"]) if r["cycles"] else 0.0
-    print(f"{'total':<34}{r['cycles']:>12,}{macs:>14,}{util:>8.1%}")
+    print(f"{'total':<{w + 38}}{r['cycles']:>12,}{macs:>13,}{util:>7.1%}")
+    print()
+    print(f"{'command':<16}{'count':>8}{'busy cycles':>14}{'MACs':>13}{'util':>7}"
+          f"{'mem stall':>11}{'array stall':>12}   (busy: issue to finish; units overlap)")
+    for opcode, s in sorted(_by_opcode(r["commands"], peak).items(),
+                            key=lambda item: -item[1]["cycles"]):
+        print(f"{opcode:<16}{s['count']:>8,}{s['cycles']:>14,}{s['macs']:>13,}"
+              f"{s['utilization']:>7.1%}{s['mem_stall']:>11,}{s['array_stall']:>12,}")
+    print()
     print(f"{r['cycles']:,} cycles = {r['time_at_clock_ms']:.3f} ms at {r['clock_mhz']:g} MHz "
           f"on {r['board']}; simulated on {r['backend']} at {r['sim_cycles_per_s']:,.0f} "
           f"cycles/s")

@@ -20,13 +20,14 @@ from amaranth.hdl import Shape
 
 from ..runtime import regmap
 from ..runtime.host_ops import HostOps
-from ..runtime.isa import Opcode
+from ..cores.sequencer import TRACE_UNITS
+from ..runtime.isa import Opcode, Stage
 from ..runtime.link import HostLink
 from .backend import SimTimeout, open_backend
 from .machine import Machine, sgd_registers
 from .top import TRACE_LAYOUT, SimTop
 
-__all__ = ["SimTransport", "SimResult", "simulate_workload"]
+__all__ = ["SimTransport", "SimResult", "simulate_workload", "command_report"]
 
 _STATUS = regmap.register("STATUS")
 
@@ -84,6 +85,7 @@ class SimResult:
     cycles: int                      # from the first command word to the end of the schedule
     wall_s: float                    # simulating, without the build
     layers: list = field(default_factory=list)
+    commands: list = field(default_factory=list)
     mismatched_words: int = 0
     first_mismatch: str = ""
     memory: np.ndarray = None
@@ -206,7 +208,9 @@ def simulate_workload(workload, *, backend="auto", vcd=None, memory_latency=None
     result = SimResult(backend=sim.name, cycles=end_cycle - first_cycle, wall_s=wall,
                        memory=memory, expected=expected, host=host, total_cycles=total,
                        build_s=build_s)
-    result.layers = _layer_report(transport.events, workload)
+    decoded = _decode(transport.events)
+    result.layers = _layer_report(decoded, workload)
+    result.commands = command_report(decoded, workload)
     differ = np.flatnonzero(memory != expected)
     result.mismatched_words = int(differ.size)
     if differ.size:
@@ -227,33 +231,103 @@ def _describe(plan, word, memory, expected):
             f"expected 0x{int(expected[word]):08X}")
 
 
-def _layer_report(events, workload):
-    """Per layer (in the order it ran): cycles from the issue of its first
-    command to the issue of the next layer's first (each layer ends with a
-    SYNC, so this is its time), array MACs, utilisation (MACs / (rows x cols
-    x cycles)) and stall cycles by cause, from the trace's counter totals."""
+def _decode(events):
+    return [(cycle, _unpack(value)) for cycle, value in events]
+
+
+# The unit that finishes each opcode's commands; other opcodes finish as they issue.
+_UNIT = {Opcode.GEMM: "array", Opcode.DMA_LOAD: "dma", Opcode.DMA_STORE: "dma",
+         Opcode.ELTWISE: "eltwise", Opcode.POOL_FWD: "pool", Opcode.POOL_BWD: "pool",
+         Opcode.ACC_ADD: "update", Opcode.ACC_BIAS: "update", Opcode.SGD_UPDATE: "update"}
+assert set(_UNIT.values()) <= set(TRACE_UNITS)
+
+
+def command_report(decoded, workload):
+    """Per schedule command, in issue order: ``issue`` (cycle, from the first
+    command's issue), ``wait`` (cycles since the previous command's issue:
+    what held it at the head of the queue: its unit, a SYNC, the host),
+    ``cycles`` (from its issue to its unit's finish, inclusive; 1 for a
+    command that finishes as it issues), its ``macs`` (the schedule's),
+    ``utilization`` (MACs / (rows x cols x cycles)) and the counters' stall
+    cycles from its issue to its finish (a stall in a cycle that commands of
+    several units share is counted for each of them)."""
     plan = workload.plan
     peak = plan.rows * plan.cols
-    decoded = [(cycle, _unpack(value)) for cycle, value in events]
+    commands = workload.commands
+    pending = {unit: [] for unit in TRACE_UNITS}
+    records = []
+    first = previous = None
+
+    def finish(rec, cycle, ev):
+        rec["cycles"] = cycle - rec["issue"] + 1
+        rec["utilization"] = rec["macs"] / (peak * rec["cycles"])
+        rec["stalls"] = {k: ev[k] - rec.pop(f"_{k}") for k in ("array_stall", "mem_stall")}
+        rec["issue"] -= first
+
+    for cycle, ev in decoded:
+        for bit, unit in enumerate(TRACE_UNITS):
+            if ev["done"] >> bit & 1 and pending[unit]:
+                finish(pending[unit].pop(0), cycle, ev)
+        if not ev["issued"]:
+            continue
+        k = len(records)
+        if k >= len(commands) or commands[k].opcode != ev["opcode"]:
+            raise ValueError(f"trace out of step with the schedule at command {k}: "
+                             f"opcode 0x{ev['opcode']:02X} issued")
+        command = commands[k]
+        first = cycle if first is None else first
+        rec = {"index": k, "layer": command.layer, "stage": command.stage.name.lower(),
+               "opcode": command.opcode.name, "issue": cycle,
+               "wait": cycle - previous if previous is not None else 0,
+               "macs": command.macs, "bad": bool(ev["bad"]),
+               "_array_stall": ev["array_stall"], "_mem_stall": ev["mem_stall"]}
+        previous = cycle
+        records.append(rec)
+        unit = _UNIT.get(command.opcode)
+        if unit is None or ev["bad"]:
+            finish(rec, cycle, ev)
+        else:
+            pending[unit].append(rec)
+    unfinished = [rec for queue in pending.values() for rec in queue]
+    if unfinished:
+        raise ValueError(f"{len(unfinished)} commands never finished (first: command "
+                         f"{unfinished[0]['index']}, {unfinished[0]['opcode']})")
+    return records
+
+
+def _layer_report(decoded, workload):
+    """Per layer, each time it runs (forward, then backward and update in a
+    training iteration): cycles from the issue of its first command to the
+    issue of the next layer's first (each layer ends with a SYNC, so this is
+    its time), the stages it ran, array MACs, utilisation (MACs / (rows x
+    cols x cycles)), stall cycles by cause and memory bytes, from the trace's
+    counter totals."""
+    plan = workload.plan
+    peak = plan.rows * plan.cols
     groups = []
     end = None
     for cycle, ev in decoded:
+        if not ev["issued"]:
+            continue
         if ev["opcode"] == Opcode.END:
             end = (cycle, ev)
             continue
         if not groups or groups[-1][0] != ev["layer"]:
-            groups.append([ev["layer"], cycle, ev])
+            groups.append([ev["layer"], cycle, ev, []])
+        stage = Stage(ev["stage"]).name.lower()
+        if stage not in groups[-1][3]:
+            groups[-1][3].append(stage)
     if end is None and decoded:
         end = decoded[-1]
     out = []
-    for j, (layer, start, first) in enumerate(groups):
-        stop, last = (groups[j + 1][1], groups[j + 1][2]) if j + 1 < len(groups) else end
+    for j, (layer, start, first, stages) in enumerate(groups):
+        stop, last = groups[j + 1][1:3] if j + 1 < len(groups) else end
         cycles = stop - start
         macs = last["macs"] - first["macs"]
         rec = plan.layers[layer]
         out.append({
-            "name": rec["name"], "op": rec["type"], "cycles": cycles, "macs": macs,
-            "utilization": macs / (peak * cycles) if cycles else 0.0,
+            "name": rec["name"], "op": rec["type"], "stages": stages, "cycles": cycles,
+            "macs": macs, "utilization": macs / (peak * cycles) if cycles else 0.0,
             "stalls": {k: last[k] - first[k] for k in ("array_stall", "mem_stall")},
             "mem_bytes": (last["mem_read_bytes"] - first["mem_read_bytes"]
                           + last["mem_write_bytes"] - first["mem_write_bytes"]),

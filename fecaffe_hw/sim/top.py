@@ -11,9 +11,10 @@ cycle; the PHY is verified bit-level on its own), and tensor memory is an
 board's DDR3L latency by default) or the SoC's own on-chip one.
 
 Ports: ``host_rx``, ``host_tx`` (byte streams), ``trace_valid`` and
-``trace_data`` (:data:`TRACE_LAYOUT`: each command as the sequencer issues
-it, with the running totals of the performance counters), so a backend can
-log per-command timing without a host round trip.
+``trace_data`` (:data:`TRACE_LAYOUT`: a record in every cycle in which the
+sequencer issues a command or a unit finishes one, with the running totals
+of the performance counters before that cycle), so a backend can log
+per-command timing without a host round trip.
 """
 
 from amaranth.hdl import Module, Signal
@@ -21,6 +22,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..cores.axi_ram import AxiRam
+from ..cores.sequencer import TRACE_UNITS
 from ..soc import Soc
 
 __all__ = ["SimTop", "TRACE_LAYOUT", "TOTALS"]
@@ -29,6 +31,8 @@ __all__ = ["SimTop", "TRACE_LAYOUT", "TOTALS"]
 TOTALS = ("macs", "array_stall", "mem_stall", "mem_read_bytes", "mem_write_bytes")
 
 TRACE_LAYOUT = data.StructLayout({
+    "issued": 1,                    # the command below left the issue slot
+    "done": len(TRACE_UNITS),       # units that finished a command (TRACE_UNITS bits)
     "opcode": 8,
     "stage": 4,
     "layer": 16,
@@ -81,7 +85,9 @@ class SimTop(wiring.Component):
         for name, total in totals.items():
             m.d.sync += total.eq(total + getattr(soc.counters, name))
         m.d.comb += [
-            self.trace_valid.eq(soc.trace.valid),
+            self.trace_valid.eq(soc.trace.valid | soc.trace.done.any()),
+            self.trace_data.issued.eq(soc.trace.valid),
+            self.trace_data.done.eq(soc.trace.done),
             self.trace_data.opcode.eq(soc.trace.opcode),
             self.trace_data.stage.eq(soc.trace.stage),
             self.trace_data.layer.eq(soc.trace.layer),

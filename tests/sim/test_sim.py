@@ -2,6 +2,7 @@
 both simulation backends, bit-exact with the NumPy machine, with the same
 cycle counts; a mismatch is reported with the blob and word it hit."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -42,13 +43,46 @@ def test_pysim_runs_the_schedule_bit_exact(odd_ip_pysim):
     assert set(result.host.results) == {"loss", "loss2"}
 
 
+def test_per_command_report_follows_the_schedule(odd_ip_pysim):
+    workload, result = odd_ip_pysim
+    commands = result.commands
+    assert [(c["index"], c["opcode"], c["layer"]) for c in commands] == \
+        [(k, c.opcode.name, c.layer) for k, c in enumerate(workload.commands)]
+    issues = [c["issue"] for c in commands]
+    assert issues[0] == 0 and all(b > a for a, b in zip(issues, issues[1:]))
+    assert [c["wait"] for c in commands[1:]] == [b - a for a, b in zip(issues, issues[1:])]
+    assert commands[-1]["opcode"] == "END" and commands[-1]["issue"] < result.cycles
+    rows = workload.plan.rows
+    by_unit = {}
+    for c, command in zip(commands, workload.commands):
+        assert c["cycles"] >= 1 and not c["bad"]
+        if c["opcode"] == "GEMM":
+            # k operand steps into the array, then its rows drain out.
+            assert c["cycles"] >= command.fields["k"] + rows
+            assert c["utilization"] == c["macs"] / (rows * workload.plan.cols * c["cycles"])
+        elif c["opcode"] in ("DMA_LOAD", "DMA_STORE", "ELTWISE"):
+            by_unit.setdefault("dma" if c["opcode"] != "ELTWISE" else "eltwise", []).append(c)
+    # One command at a time on the DMA and on the elementwise engine: each
+    # issues no earlier than its predecessor on that unit finished.
+    for unit, runs in by_unit.items():
+        for a, b in zip(runs, runs[1:]):
+            assert b["issue"] >= a["issue"] + a["cycles"] - 1, (unit, a, b)
+    assert sum(c["macs"] for c in commands) == sum(layer["macs"] for layer in result.layers)
+
+
 @pytest.mark.skipif(cxx_compiler() is None, reason="no C++ compiler for CXXRTL")
-def test_cxxrtl_matches_pysim_cycle_for_cycle(odd_ip_pysim, capsys):
+def test_cxxrtl_matches_pysim_cycle_for_cycle(odd_ip_pysim, capsys, tmp_path):
     workload, pysim = odd_ip_pysim
+    csv_path = tmp_path / "commands.csv"
     status = cli.main(["sim", str(ODD_IP), "--backend", "cxxrtl", "--batch", "2",
-                       "--seed", "5", "--json"])
+                       "--seed", "5", "--json", "--commands", str(csv_path)])
     assert status == 0
     report = json.loads(capsys.readouterr().out)
+    assert report["commands"] == json.loads(json.dumps(pysim.commands))
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["issue"]), int(r["cycles"]), r["opcode"]) for r in rows] == \
+        [(c["issue"], c["cycles"], c["opcode"]) for c in pysim.commands]
     assert report["backend"] == "cxxrtl" and report["bit_exact"]
     assert report["mismatched_words"] == 0
     assert report["cycles"] == pysim.cycles

@@ -170,3 +170,54 @@ def simulate(dut, *testbenches, name, processes=(), background=(), deadline_cycl
             if steps > 2 * deadline_cycles:
                 raise AssertionError(f"{name}: testbenches did not finish within "
                                      f"{deadline_cycles} cycles")
+
+
+class TensorMemory:
+    """A ``cores.memory_port`` target over ``words`` (uint32) for core tests:
+    commands are accepted ahead (up to ``queue``; 1 serves one at a time),
+    served in order after ``latency`` cycles, with random stalls on every
+    channel; a burst past the end faults (reads return 0, writes are
+    dropped). ``bursts`` lists every ``(addr, words, write)`` accepted; run
+    :meth:`processes` as background testbenches."""
+
+    def __init__(self, port, words, rng, *, stall=0.3, latency=(0, 8), queue=4):
+        self.port, self.words, self.rng = port, words, rng
+        self.stalls = Stalls(rng, stall)
+        self.latency, self.queue = latency, queue
+        self.pending, self.bursts = [], []
+
+    async def accept(self, ctx):
+        while True:
+            if len(self.pending) >= self.queue or not ctx.get(self.port.cmd.valid):
+                await ctx.tick()
+                continue
+            cmd = await stream_get(ctx, self.port.cmd, stalls=self.stalls)
+            addr, n, write = int(cmd.addr), int(cmd.words), int(cmd.write)
+            assert addr % 4 == 0 and 1 <= n <= 256
+            self.bursts.append((addr, n, write))
+            self.pending.append((addr, n, write))
+
+    async def serve(self, ctx):
+        port = self.port
+        while True:
+            if not self.pending:
+                await ctx.tick()
+                continue
+            addr, n, write = self.pending[0]
+            first = addr // 4
+            fault = first + n > len(self.words)
+            for _ in range(int(self.rng.integers(*self.latency))):
+                await ctx.tick()
+            for i in range(n):
+                if write:
+                    word = await stream_get(ctx, port.w, stalls=self.stalls)
+                    if not fault:
+                        self.words[first + i] = word
+                else:
+                    value = 0 if fault else int(self.words[first + i])
+                    await stream_put(ctx, port.r, value, stalls=self.stalls)
+            self.pending.pop(0)
+            await stream_put(ctx, port.resp, {"fault": int(fault)}, stalls=self.stalls)
+
+    def processes(self):
+        return (self.accept, self.serve)

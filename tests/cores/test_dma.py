@@ -12,47 +12,10 @@ from fecaffe_hw.cores.dma import BUFFER_A, BUFFER_B, BUFFER_BIAS, BUFFER_C, Dma
 from fecaffe_hw.cores.scratchpad import Scratchpad
 from fecaffe_hw.fixedpoint import Format, requantize
 
-from support import Stalls, simulate, stream_get, stream_put
+from support import TensorMemory, simulate, stream_put
 
 ROWS, COLS, DW, AW = 4, 3, 16, 32
 DEPTHS = dict(a_depth=600, b_depth=16, c_depth=16)
-
-
-class TensorMemory:
-    """Memory-port target over ``words`` (uint32): one command at a time,
-    ``latency`` plus random stalls before the data, bursts checked against
-    the port's rules."""
-
-    def __init__(self, port, words, rng, *, stall=0.3, latency=(0, 6)):
-        self.port, self.words, self.rng = port, words, rng
-        self.stalls = Stalls(rng, stall)
-        self.latency = latency
-        self.bursts = []
-        self.stop = False
-
-    async def serve(self, ctx):
-        port = self.port
-        while not self.stop:
-            if not ctx.get(port.cmd.valid):
-                await ctx.tick()
-                continue
-            cmd = await stream_get(ctx, port.cmd, stalls=self.stalls)
-            addr, n, write = int(cmd.addr), int(cmd.words), int(cmd.write)
-            assert addr % 4 == 0 and 1 <= n <= 256
-            self.bursts.append((addr, n, write))
-            first = addr // 4
-            fault = first + n > len(self.words)
-            for _ in range(int(self.rng.integers(*self.latency))):
-                await ctx.tick()
-            for i in range(n):
-                if write:
-                    word = await stream_get(ctx, port.w, stalls=self.stalls)
-                    if not fault:
-                        self.words[first + i] = word
-                else:
-                    value = 0 if fault else int(self.words[first + i])
-                    await stream_put(ctx, port.r, value, stalls=self.stalls)
-            await stream_put(ctx, port.resp, {"fault": int(fault)}, stalls=self.stalls)
 
 
 def make_bench():
@@ -112,7 +75,7 @@ def test_dma_loads_strided_regions():
     rng = np.random.default_rng(1)
     top, dma, bufs = make_bench()
     words = memory_image(rng, 2048)
-    mem = TensorMemory(dma.mem, words, rng)
+    mem = TensorMemory(dma.mem, words, rng, latency=(0, 6), queue=1)
     elements = words.view(np.int16)          # little-endian: element 0 in the low half
 
     # (buffer, transpose, row-major region at element e0 with row pitch, rows, cols, word, shift)
@@ -133,9 +96,8 @@ def test_dma_loads_strided_regions():
             assert not await run_command(ctx, dma, cmd)
             extent = cols if transpose else rows
             results.append(await read_buffer(ctx, bufs[buf], range(word, word + extent)))
-        mem.stop = True
 
-    simulate(top, bench, mem.serve, name="dma_loads", deadline_cycles=60_000)
+    simulate(top, bench, background=mem.processes(), name="dma_loads", deadline_cycles=60_000)
 
     for (buf, transpose, e0, pitch, rows, cols, word, shift), got in zip(cases, results):
         region = np.array([[int(elements[e0 + r * pitch + c]) for c in range(cols)]
@@ -159,7 +121,7 @@ def test_dma_store_requantises(shift):
     words = memory_image(rng, 512)
     # Ties at shift 4 that round-half-up would get wrong, and the extremes.
     words.view(np.int16)[[0, 1, 4, 5, 8, 9]] = [2, -2, 10, -6, 32767, -32768]
-    mem = TensorMemory(dma.mem, words, rng)
+    mem = TensorMemory(dma.mem, words, rng, latency=(0, 6), queue=1)
     source = words.view(np.int16).astype(np.int64)
     load_shift = 2                           # shift 0 saturates, 4 meets ties often
     rows, cols = 14, 2                       # 2 x 16 bits: one memory word per row
@@ -175,10 +137,9 @@ def test_dma_store_requantises(shift):
         assert not await run_command(ctx, dma, command(
             store=1, buffer=BUFFER_C, transpose=1, addr=1536, stride=2 * (rows - 2), rows=cols,
             cols=rows - 2, word=0, shift=shift))
-        mem.stop = True
 
     before = words.copy()
-    simulate(top, bench, mem.serve, name=f"dma_store_{shift}", deadline_cycles=20_000)
+    simulate(top, bench, background=mem.processes(), name=f"dma_store_{shift}", deadline_cycles=20_000)
 
     c = np.array([[source[4 * r + j] for j in range(cols)] for r in range(rows)]) << load_shift
     expected = requantize(c, shift, Format(DW, 0)).astype(np.int16)
@@ -194,7 +155,7 @@ def test_dma_store_requantises(shift):
 def test_dma_refuses_bad_commands():
     rng = np.random.default_rng(3)
     top, dma, bufs = make_bench()
-    mem = TensorMemory(dma.mem, memory_image(rng, 64), rng)
+    mem = TensorMemory(dma.mem, memory_image(rng, 64), rng, latency=(0, 6), queue=1)
     bad = [
         command(buffer=BUFFER_A, transpose=1, addr=0, stride=8, rows=ROWS + 1, cols=2),
         command(buffer=BUFFER_B, addr=2, stride=8, rows=2, cols=2),          # misaligned
@@ -213,9 +174,8 @@ def test_dma_refuses_bad_commands():
             faults.append(await run_command(ctx, dma, cmd))
         faults.append(await run_command(ctx, dma, command(
             store=0, buffer=BUFFER_C, addr=256, stride=4, rows=1, cols=2)))   # past memory
-        mem.stop = True
 
-    simulate(top, bench, mem.serve, name="dma_refuses", deadline_cycles=5_000)
+    simulate(top, bench, background=mem.processes(), name="dma_refuses", deadline_cycles=5_000)
     assert faults == [1] * (len(bad) + 1)
     assert len(mem.bursts) == 1
 

@@ -21,7 +21,7 @@ from fecaffe_hw.fixedpoint.pooling import (ave_pool_backward, max_pool, max_pool
                                            pool_backward, pool_sizes)
 from fecaffe_hw.runtime.isa import PoolKind
 from reference.gradient_checker import blob, make_layer
-from support import Stalls, simulate, stream_get, stream_put
+from support import TensorMemory, simulate, stream_put
 
 MEM_WORDS = 6 * 1024
 
@@ -33,55 +33,6 @@ PADDED = PoolGeometry(height=6, width=6, kernel=3, stride=2, pad=1)
 TILED = PoolGeometry(height=8, width=8, kernel=2, stride=2)
 DENSE = PoolGeometry(height=4, width=5, kernel=3, stride=1, kinds=(PoolKind.MAX,))
 GEOMETRIES = (OVERLAP, PADDED, TILED, DENSE)
-
-
-class TensorMemory:
-    """Memory-port target over ``words`` (uint32): commands are accepted ahead
-    (up to ``queue``), served in order after ``latency`` cycles, with random
-    stalls on every channel; a burst past the end faults (reads return 0,
-    writes are dropped)."""
-
-    def __init__(self, port, words, rng, *, stall=0.3, latency=(0, 8), queue=4):
-        self.port, self.words, self.rng = port, words, rng
-        self.stalls = Stalls(rng, stall)
-        self.latency, self.queue = latency, queue
-        self.pending, self.bursts = [], []
-
-    async def accept(self, ctx):
-        while True:
-            if len(self.pending) >= self.queue or not ctx.get(self.port.cmd.valid):
-                await ctx.tick()
-                continue
-            cmd = await stream_get(ctx, self.port.cmd, stalls=self.stalls)
-            addr, n, write = int(cmd.addr), int(cmd.words), int(cmd.write)
-            assert addr % 4 == 0 and 1 <= n <= 256
-            self.bursts.append((addr, n, write))
-            self.pending.append((addr, n, write))
-
-    async def serve(self, ctx):
-        port = self.port
-        while True:
-            if not self.pending:
-                await ctx.tick()
-                continue
-            addr, n, write = self.pending[0]
-            first = addr // 4
-            fault = first + n > len(self.words)
-            for _ in range(int(self.rng.integers(*self.latency))):
-                await ctx.tick()
-            for i in range(n):
-                if write:
-                    word = await stream_get(ctx, port.w, stalls=self.stalls)
-                    if not fault:
-                        self.words[first + i] = word
-                else:
-                    value = 0 if fault else int(self.words[first + i])
-                    await stream_put(ctx, port.r, value, stalls=self.stalls)
-            self.pending.pop(0)
-            await stream_put(ctx, port.resp, {"fault": int(fault)}, stalls=self.stalls)
-
-    def processes(self):
-        return (self.accept, self.serve)
 
 
 def place(words, addr, values, dtype):

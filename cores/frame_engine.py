@@ -23,7 +23,7 @@ Choices the shared spec leaves open:
   off (``rx.ready`` low); the host is stop-and-wait, so none are expected.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -71,7 +71,9 @@ class FrameEngine(wiring.Component):
         RUN's words, to the sequencer's command FIFO.
     cmd_space : In(16)
         Free words in that FIFO; RUN pushes only if all its words fit (else
-        BUSY), so nothing but the sequencer may push while RUN runs.
+        BUSY), so nothing but the sequencer may push while RUN runs. The
+        check uses the space of two cycles before (registered for timing):
+        only this engine pushes, so the space can only have grown since.
 
     Parameters: ``clk_freq`` (Hz); ``timeout``, the inter-byte timeout in
     cycles after which a partial frame is answered ERROR / TIMEOUT (default
@@ -227,6 +229,17 @@ class FrameEngine(wiring.Component):
         addr32 = params[0:32]
         mem_count = params[32:48]
 
+        csr_addr = Signal(14)
+        csr_stb = Signal()          # high exactly in CSR_READ, from a flip-flop
+        m.d.sync += csr_stb.eq(0)
+        # Both straight from flip-flops into the bank's decode and read mux
+        # (csr_addr holds addr16 for READ_CSR and WRITE_CSR).
+        m.d.comb += [csr.addr.eq(csr_addr), csr.r_stb.eq(csr_stb)]
+        # Registered twice over (space, then the compare): the FIFO level's
+        # subtract and this compare fed the response CRC's reset in one cycle.
+        cmd_space = Signal.like(self.cmd_space)
+        run_too_long = Signal()
+        m.d.sync += [cmd_space.eq(self.cmd_space), run_too_long.eq(length[2:] > cmd_space)]
         ping_addrs = Array(Const(regmap.register(name).word_address, 14)
                            for name in PING_REGISTERS)
         counter_addrs = Array(Const(r.word_address, 14) for c in regmap.COUNTERS
@@ -238,7 +251,7 @@ class FrameEngine(wiring.Component):
                 return Const(0)
             return (address + nbytes) > self._mem_size
 
-        with m.FSM():
+        with m.FSM() as fsm:
             # ---- receive ----------------------------------------------------
             with m.State("HUNT"):
                 m.d.comb += rx.ready.eq(1)
@@ -341,12 +354,14 @@ class FrameEngine(wiring.Component):
                             with m.Else():
                                 m.d.sync += words.eq(len(PING_REGISTERS))
                                 m.next = "CSR_READ"
+                                m.d.sync += csr_stb.eq(1)
                         with m.Case(Opcode.READ_COUNTERS):
                             with m.If(length != 0):
                                 finish(Status.BAD_LENGTH)
                             with m.Else():
                                 m.d.sync += words.eq(len(counter_addrs))
                                 m.next = "CSR_READ"
+                                m.d.sync += csr_stb.eq(1)
                         with m.Case(Opcode.READ_CSR):
                             with m.If(length != 2):
                                 finish(Status.BAD_LENGTH)
@@ -355,6 +370,7 @@ class FrameEngine(wiring.Component):
                             with m.Else():
                                 m.d.sync += words.eq(1)
                                 m.next = "CSR_READ"
+                                m.d.sync += csr_stb.eq(1)
                         with m.Case(Opcode.WRITE_CSR):
                             with m.If(length != 6):
                                 finish(Status.BAD_LENGTH)
@@ -384,7 +400,7 @@ class FrameEngine(wiring.Component):
                         with m.Case(Opcode.RUN):
                             with m.If((length == 0) | (length[:2] != 0)):
                                 finish(Status.BAD_LENGTH)
-                            with m.Elif(length[2:] > self.cmd_space):
+                            with m.Elif(run_too_long):
                                 finish(Status.BUSY)
                             with m.Else():
                                 m.d.sync += words.eq(length[2:])
@@ -392,14 +408,6 @@ class FrameEngine(wiring.Component):
                                 m.next = "RUN"
 
             with m.State("CSR_READ"):
-                with m.Switch(opcode):
-                    with m.Case(Opcode.PING):
-                        m.d.comb += csr.addr.eq(ping_addrs[index])
-                    with m.Case(Opcode.READ_COUNTERS):
-                        m.d.comb += csr.addr.eq(counter_addrs[index])
-                    with m.Default():
-                        m.d.comb += csr.addr.eq(addr16[2:])
-                m.d.comb += csr.r_stb.eq(1)
                 m.next = "CSR_READ_DATA"
 
             with m.State("CSR_READ_DATA"):
@@ -413,9 +421,10 @@ class FrameEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += fault.eq(fault | csr.error)
                     m.next = "CSR_READ"
+                    m.d.sync += csr_stb.eq(1)
 
             with m.State("CSR_WRITE"):
-                m.d.comb += [csr.addr.eq(addr16[2:]), csr.w_data.eq(csr_value), csr.w_stb.eq(1)]
+                m.d.comb += [csr.w_data.eq(csr_value), csr.w_stb.eq(1)]
                 m.next = "CSR_WRITE_DONE"
 
             with m.State("CSR_WRITE_DONE"):
@@ -509,4 +518,15 @@ class FrameEngine(wiring.Component):
                 with m.Elif(load & ~(tx_full & tx_in_crc)):
                     emit(tx_crc.value.word_select(lane[:2], 8), in_crc=0)
                     m.d.sync += lane.eq(lane + 1)
+        # The CSR read address is registered a cycle ahead (DECODE reads word
+        # 0, CSR_READ_DATA the next): the opcode-and-index select in front of
+        # the bank's address decode was the SoC's critical path on ECP5.
+        read_next = Mux(fsm.ongoing("CSR_READ_DATA"), index + 1, 0)
+        with m.Switch(opcode):
+            with m.Case(Opcode.PING):
+                m.d.sync += csr_addr.eq(ping_addrs[read_next])
+            with m.Case(Opcode.READ_COUNTERS):
+                m.d.sync += csr_addr.eq(counter_addrs[read_next])
+            with m.Default():
+                m.d.sync += csr_addr.eq(addr16[2:])
         return m

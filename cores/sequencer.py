@@ -8,6 +8,8 @@ buffer word ranges: a DMA load into A or B waits for a GEMM still reading an
 overlapping range of that buffer; a GEMM waits for a DMA writing its A or B
 range; any DMA on C waits for the array to drain, and a GEMM waits for any DMA
 on C. Double buffering is the compiler's choice of ranges (ping-pong halves).
+Decode is registered: a command can issue two cycles after its last word
+is taken at the earliest.
 
 Commands executed (others set ``bad_command`` and are skipped, as are
 commands with reserved bits, a wrong unit, or fields out of range):
@@ -202,6 +204,20 @@ def _divide_exact(value, divisor, width):
     magic = -(-(1 << (width + ell)) // divisor)
     quotient = (value * magic) >> (width + ell)
     return quotient, quotient * divisor == value
+
+
+def _offset_word(offset, lanes, depth):
+    """``(offset // lanes, exact)`` for a buffer of ``depth`` words of ``lanes``
+    elements: ``exact`` if ``offset`` is a multiple of ``lanes`` below the
+    power of two at or above ``depth * lanes`` (the quotient is right then).
+    An offset past the buffer is refused by the range checks anyway, so only
+    the bits below that power are divided (one 18-bit multiplier on ECP5
+    instead of four for all 24 bits, and a shorter path)."""
+    bits = (depth * lanes - 1).bit_length()
+    quotient, exact = _divide_exact(offset[:bits], lanes, bits)
+    if len(offset) > bits:
+        exact = exact & (offset[bits:] == 0)
+    return quotient, exact
 
 
 def _overlap(lo0, hi0, lo1, hi1):
@@ -461,6 +477,18 @@ class Sequencer(wiring.Component):
         retire = Signal()
         with m.If(retire):
             m.d.sync += count.eq(0)
+        # Decode takes a cycle of its own: every field check, divide-by-lanes
+        # and range sum below is registered (``_decoded``) before it reaches
+        # the issue logic, so no path runs from the command words through
+        # the legality checks into a unit's start. Words, and the geometry
+        # state decode reads, hold still while a command waits in the slot.
+        decoded = Signal()
+        m.d.sync += decoded.eq(have & ~retire)
+
+        def _decoded(value, name):
+            reg = Signal.like(value, name=f"dec_{name}")
+            m.d.sync += reg.eq(value)
+            return reg
 
         opcode = words[0][:8]
         flags = words[0][12:24]
@@ -483,16 +511,17 @@ class Sequencer(wiring.Component):
         upd_c_lo, upd_c_hi = Signal(24), Signal(25)
 
         # ---- DMA command decode -------------------------------------------
-        lanes_of = {BUFFER_A: rows, BUFFER_B: cols, BUFFER_C: cols}
+        lanes_of = {BUFFER_A: (rows, a_depth), BUFFER_B: (cols, b_depth),
+                    BUFFER_C: (cols, c_depth)}
         dma_cmd = Signal(DmaCommand)
         dma_word = Signal(24)
         offset_ok = Signal()
         d_op = Op.DMA_LOAD
         offset = _field(words, d_op, "offset")
         with m.Switch(func):
-            for buf, lanes in lanes_of.items():
+            for buf, (lanes, depth) in lanes_of.items():
                 with m.Case(buf):
-                    q, exact = _divide_exact(offset, lanes, 24)
+                    q, exact = _offset_word(offset, lanes, depth)
                     m.d.comb += [dma_word.eq(q), offset_ok.eq(exact)]
         flip = (flags & (F.TRANSPOSE_A | F.TRANSPOSE_B)).any()
         m.d.comb += [
@@ -551,8 +580,8 @@ class Sequencer(wiring.Component):
                    & (_field(words, d_op, "stride") == 0))
         dma_extent = Mux(fmap_sel, Mux(fmap_cmd.transpose, fmap_cmd.cols, fmap_cmd.rows),
                          Mux(dma_cmd.transpose, dma_cmd.cols, dma_cmd.rows))
-        dma_new_lo = dma_cmd.word
-        dma_new_hi = dma_cmd.word + dma_extent
+        dma_new_lo = _decoded(dma_cmd.word, "dma_lo")
+        dma_new_hi = _decoded(dma_cmd.word + dma_extent, "dma_hi")
         dma_blocked = dma_active | mem_engine | Mux(
             func == BUFFER_C, ~gemm_idle,
             feeding & Mux(func == BUFFER_A,
@@ -562,9 +591,9 @@ class Sequencer(wiring.Component):
         # ---- GEMM command decode ------------------------------------------
         g_op = Op.GEMM
         g_m, g_n, g_k = (_field(words, g_op, x) for x in ("m", "n", "k"))
-        a_word, a_exact = _divide_exact(_field(words, g_op, "a_offset"), rows, 24)
-        b_word, b_exact = _divide_exact(_field(words, g_op, "b_offset"), cols, 24)
-        c_word, c_exact = _divide_exact(_field(words, g_op, "c_offset"), cols, 24)
+        a_word, a_exact = _offset_word(_field(words, g_op, "a_offset"), rows, a_depth)
+        b_word, b_exact = _offset_word(_field(words, g_op, "b_offset"), cols, b_depth)
+        c_word, c_exact = _offset_word(_field(words, g_op, "c_offset"), cols, c_depth)
         g_flags_ok = (flags & ~(F.ACCUMULATE | F.BIAS | F.RESIDENT | F.LAST)) == 0
         g_bias = (flags & F.BIAS).any()
         bias_addr = _field(words, g_op, "bias_addr")
@@ -578,13 +607,17 @@ class Sequencer(wiring.Component):
                    & (a_word + g_k <= a_depth) & (b_word + g_k <= b_depth)
                    & (c_word + g_m <= c_depth)
                    & Mux(g_bias, dma.legal(bias_cmd), bias_addr == 0))
+        g_a_lo, g_a_hi = _decoded(a_word, "a_lo"), _decoded(a_word + g_k, "a_hi")
+        g_b_lo, g_b_hi = _decoded(b_word, "b_lo"), _decoded(b_word + g_k, "b_hi")
+        g_c_lo, g_c_hi = _decoded(c_word, "c_lo"), _decoded(c_word + g_m, "c_hi")
+        g_macs = _decoded(g_m * g_n, "macs")
         tile_room = Signal()     # a GEMM also needs room to queue its tile for the drain
         bias_loaded = Signal()   # this GEMM's bias is in the bias buffer
         gemm_blocked = feeding | ~tile_room | (g_bias & ~bias_loaded) | (
-            upd_reads_c & _overlap(upd_c_lo, upd_c_hi, c_word, c_word + g_m)) | dma_active & (
+            upd_reads_c & _overlap(upd_c_lo, upd_c_hi, g_c_lo, g_c_hi)) | dma_active & (
             (dma_buf == BUFFER_C) | (dma_buf == BUFFER_BIAS)
-            | ((dma_buf == BUFFER_A) & _overlap(dma_lo, dma_hi, a_word, a_word + g_k))
-            | ((dma_buf == BUFFER_B) & _overlap(dma_lo, dma_hi, b_word, b_word + g_k)))
+            | ((dma_buf == BUFFER_A) & _overlap(dma_lo, dma_hi, g_a_lo, g_a_hi))
+            | ((dma_buf == BUFFER_B) & _overlap(dma_lo, dma_hi, g_b_lo, g_b_hi)))
 
         # ---- ELTWISE command decode ----------------------------------------
         e_op = Op.ELTWISE
@@ -614,9 +647,10 @@ class Sequencer(wiring.Component):
         upd_cmd, upd_ok = upd.from_isa(m, opcode=opcode, func=func, flags=flags, words=words)
         # The engine refuses (with a fault) an ACC_ADD off the C buffer's
         # words; here it is a bad command, like a GEMM's C range.
-        add_word, add_exact = _divide_exact(_field(words, Op.ACC_ADD, "offset"), cols, 24)
+        add_word, add_exact = _offset_word(_field(words, Op.ACC_ADD, "offset"), cols, c_depth)
         add_end = add_word + _field(words, Op.ACC_ADD, "rows")
         add_ok = add_exact & (add_end <= c_depth)
+        add_word, add_end = _decoded(add_word, "add_lo"), _decoded(add_end, "add_hi")
         is_update = Cat(opcode == op for op in u_ops).any()
 
         # ---- dispatch ------------------------------------------------------
@@ -656,6 +690,14 @@ class Sequencer(wiring.Component):
                                      & ((flags & ~(F.TRAINING | F.LAST)) == 0)
                                      & (_field(words, p_op, "unit") == isa.Unit.POOL))
 
+        legal = _decoded(legal, "legal")
+        fmap_sel = _decoded(fmap_sel, "fmap_sel")
+        geom_index = _decoded(geom_index, "geom_index")
+        dma_cmd, bias_cmd, fmap_cmd = (_decoded(dma_cmd, "dma_cmd"), _decoded(bias_cmd, "bias_cmd"),
+                                       _decoded(fmap_cmd, "fmap_cmd"))
+        elt_cmd, pool_cmd, upd_cmd = (_decoded(elt_cmd, "elt_cmd"), _decoded(pool_cmd, "pool_cmd"),
+                                      _decoded(upd_cmd, "upd_cmd"))
+
         start_dma = Signal()
         start_fmap = Signal()
         start_bias = Signal()
@@ -665,7 +707,7 @@ class Sequencer(wiring.Component):
         start_upd = Signal()
         instant_done = Signal()
         m.d.comb += [self.bad_command.eq(0), self.end.eq(0)]
-        with m.If(have):
+        with m.If(decoded):
             with m.If(~legal):
                 m.d.comb += [self.bad_command.eq(1), retire.eq(1)]
                 with m.If(opcode == s_op):
@@ -797,7 +839,7 @@ class Sequencer(wiring.Component):
         m.submodules.tiles = tiles = SyncFIFO(width=tile.size, depth=2)
         new_tile = Signal(tile)
         m.d.comb += [
-            new_tile.c_word.eq(c_word), new_tile.m.eq(g_m), new_tile.n.eq(g_n),
+            new_tile.c_word.eq(g_c_lo), new_tile.m.eq(g_m), new_tile.n.eq(g_n),
             new_tile.accumulate.eq((flags & F.ACCUMULATE).any()), new_tile.bias.eq(g_bias),
             tiles.w_data.eq(new_tile),
             tiles.w_en.eq(start_gemm),
@@ -805,9 +847,9 @@ class Sequencer(wiring.Component):
         m.d.comb += tile_room.eq(tiles.w_rdy)
         with m.If(start_gemm):
             m.d.sync += [feeding.eq(1), feed_left.eq(g_k),
-                         feed_a.eq(a_word), feed_b.eq(b_word), feed_macs.eq(g_m * g_n),
-                         feed_a_lo.eq(a_word), feed_a_hi.eq(a_word + g_k),
-                         feed_b_lo.eq(b_word), feed_b_hi.eq(b_word + g_k)]
+                         feed_a.eq(g_a_lo), feed_b.eq(g_b_lo), feed_macs.eq(g_macs),
+                         feed_a_lo.eq(g_a_lo), feed_a_hi.eq(g_a_hi),
+                         feed_b_lo.eq(g_b_lo), feed_b_hi.eq(g_b_hi)]
 
         # ---- drain: result rows into C, read-modify-write for ACCUMULATE ---
         cur = Signal(tile)

@@ -45,8 +45,8 @@ MIG_DDR3_PORTS = {
 }
 
 # UART rate per board family: the Arty's FT2232H takes 12 Mbaud (6.9 ui_clk
-# cycles per bit); ECP5 boards run from 25 MHz oscillators and FT231X-class
-# bridges, where 1 Mbaud is an exact 25 cycles per bit.
+# cycles per bit); ECP5 boards have FT231X-class bridges, and 1 Mbaud is an
+# exact 75 cycles per bit at their 75 MHz PLL clock (25 from the oscillator).
 _BAUD = {"xilinx7": 12_000_000, "ecp5": 1_000_000}
 
 

@@ -83,11 +83,14 @@ BOARDS = {b.name: b for b in (
           100.0, ExternalMemory("DDR3", 512 << 20, 16.0, 30), ("pcie",),
           "amaranth_boards.nitefury:NitefuryIIPlatform"),
     # The ULX3S has 32 MB SDRAM, but the flow has no SDRAM controller yet:
-    # tensor memory is on-chip EBR. 25 MHz is the oscillator.
+    # tensor memory is on-chip EBR. The SoC runs at 75 MHz from a PLL on the
+    # 25 MHz oscillator (nextpnr meets it on the -6 part; docs/boards.md).
     Board("ulx3s-85f", "ULX3S 85F", "LFE5U-85F-6BG381C", "ecp5", 83_640, 83_640, 156, 104,
-          25.0, None, ("uart",), "amaranth_boards.ulx3s:ULX3S_85F_Platform"),
+          75.0, None, ("uart",), "amaranth_boards.ulx3s:ULX3S_85F_Platform"),
+    # 100 MHz oscillator; the SoC takes 75 MHz from a PLL, the clock measured
+    # to close on the ULX3S's slower -6 part (100 MHz is not measured here).
     Board("versa-ecp5-5g", "ECP5-5G Versa", "LFE5UM5G-45F-8BG381C", "ecp5", 43_848, 43_848,
-          72, 54, 100.0, None, ("uart",), "amaranth_boards.versa_ecp5_5g:VersaECP55GPlatform"),
+          72, 54, 75.0, None, ("uart",), "amaranth_boards.versa_ecp5_5g:VersaECP55GPlatform"),
 )}
 
 

@@ -20,10 +20,16 @@ def plan():
 
 @pytest.fixture(scope="module")
 def tree(plan, tmp_path_factory):
+    # The board's clock: 75 MHz from a PLL on the 25 MHz oscillator.
     return prepare_ecp5(plan, tmp_path_factory.mktemp("ecp5"))
 
 
-def test_tree_files_and_pins(tree):
+@pytest.fixture(scope="module")
+def oscillator_tree(plan, tmp_path_factory):
+    return prepare_ecp5(plan, tmp_path_factory.mktemp("ecp5_osc"), clk_mhz=25)
+
+
+def test_tree_files_and_pins(plan, tree):
     names = {path.name for path in tree.files}
     assert {"top.il", "top.ys", "top.lpf", "build.sh"} <= names
     lpf = (tree.root / "top.lpf").read_text()
@@ -31,7 +37,8 @@ def test_tree_files_and_pins(tree):
     for pad in ("M1", "L4", "G2"):
         assert re.search(rf'SITE "{pad}"', lpf), pad
     assert "25000000" in lpf.replace(".0", "")
-    assert tree.clk_mhz == 25.0
+    assert plan.board["clock_mhz"] == 75.0
+    assert tree.clk_mhz == 75.0
     assert "synth_ecp5" in (tree.root / "top.ys").read_text()
 
 
@@ -40,24 +47,31 @@ def pll_tree(plan, tmp_path_factory):
     # Also written with a tool override, to check that without another elaboration.
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NEXTPNR_ECP5", "/opt/nextpnr-ecp5")
-        return prepare_ecp5(plan, tmp_path_factory.mktemp("ecp5_pll"), clk_mhz=75)
+        return prepare_ecp5(plan, tmp_path_factory.mktemp("ecp5_pll"), clk_mhz=50)
 
 
-def test_oscillator_clock_needs_no_pll(tree):
-    assert "EHXPLLL" not in (tree.root / "top.il").read_text()
+def test_oscillator_clock_needs_no_pll(oscillator_tree):
+    assert oscillator_tree.clk_mhz == 25.0
+    assert "EHXPLLL" not in (oscillator_tree.root / "top.il").read_text()
 
 
-def test_pll_makes_and_constrains_the_soc_clock(pll_tree):
-    assert pll_tree.clk_mhz == 75.0
-    il = (pll_tree.root / "top.il").read_text()
+def _pll_params(tree):
+    il = (tree.root / "top.il").read_text()
     (cell,) = re.findall(r"cell \\EHXPLLL .*?\n  end", il, re.S)
-    params = dict(re.findall(r'parameter \\(\w+) (\S+)', cell))
+    return dict(re.findall(r'parameter \\(\w+) (\S+)', cell))
+
+
+@pytest.mark.parametrize("which, mhz", [("tree", 75), ("pll_tree", 50)])
+def test_pll_makes_and_constrains_the_soc_clock(request, which, mhz):
+    tree = request.getfixturevalue(which)
+    assert tree.clk_mhz == mhz
+    params = _pll_params(tree)
     # 25 MHz * CLKFB_DIV / CLKI_DIV, fed back from CLKOP.
-    assert 25 * int(params["CLKFB_DIV"]) / int(params["CLKI_DIV"]) == 75
+    assert 25 * int(params["CLKFB_DIV"]) / int(params["CLKI_DIV"]) == mhz
     assert params["FEEDBK_PATH"] == '"CLKOP"'
-    assert 400 <= 75 * int(params["CLKOP_DIV"]) <= 800
-    # nextpnr derives the 75 MHz target from the oscillator's 25 MHz (the slow build checks it).
-    assert "25000000" in (pll_tree.root / "top.lpf").read_text().replace(".0", "")
+    assert 400 <= mhz * int(params["CLKOP_DIV"]) <= 800
+    # nextpnr derives the PLL's target from the oscillator's 25 MHz (the slow build checks it).
+    assert "25000000" in (tree.root / "top.lpf").read_text().replace(".0", "")
 
 
 def test_bad_clock_requests(plan, tmp_path):
@@ -126,14 +140,15 @@ def test_parse_report(tmp_path):
 
 
 @pytest.mark.slow
-def test_bitstream(plan, tmp_path):
-    # A PLL clock, so the build checks that nextpnr times the clock the PLL makes.
-    result = build_ecp5(plan, tmp_path, clk_mhz=50)
+def test_bitstream_meets_the_board_clock(plan, tmp_path):
+    # The board's clock (75 MHz from the PLL): nextpnr must time the clock the
+    # PLL makes and meet it.
+    result = build_ecp5(plan, tmp_path)
     assert result.bitstream.stat().st_size > 10_000
     assert all(log.is_file() for log in result.logs.values())
     (clock,) = [c for c in result.fmax_mhz if "clk" in c]
-    assert result.constraint_mhz[clock] == pytest.approx(50.0, abs=0.01)
-    assert result.meets_timing
+    assert result.constraint_mhz[clock] == pytest.approx(plan.board["clock_mhz"], abs=0.01)
+    assert result.meets_timing, (result.fmax_mhz, result.critical_paths[:1])
     slices = result.utilization["TRELLIS_COMB"]
     assert 0 < slices["used"] < slices["available"]
     assert result.critical_paths

@@ -934,3 +934,36 @@ def test_sequencer_rejects_bad_training_parameters():
         Sequencer(rows=R, cols=C, training=True, grad_bits=40)
     with pytest.raises(ValueError, match="chunk must be even, not 7"):
         Sequencer(rows=R, cols=C, training=True, update_chunk=7)
+
+
+@pytest.mark.parametrize("lanes, depth", [(10, 512), (11, 64), (2, 512), (3, 2), (13, 100)])
+def test_offset_word_divides_in_range_offsets(lanes, depth):
+    # The decode's buffer-offset divide works on the bits below the buffer's
+    # size only; every offset it calls exact must divide exactly, every
+    # in-range offset must be judged right, and one past the low bits never exact.
+    from amaranth.hdl import Signal
+    from fecaffe_hw.cores.sequencer import _offset_word
+
+    offset = Signal(24)
+    word, exact = _offset_word(offset, lanes, depth)
+    m = Module()
+    tick = Signal()
+    m.d.sync += tick.eq(~tick)
+    bits = (depth * lanes - 1).bit_length()
+    rng = np.random.default_rng(lanes * depth)
+    # Every offset below the divided bits, then some above them.
+    values = [*range((1 << bits) + 2 * lanes),
+              *(int(v) for v in rng.integers(1 << bits, 1 << 24, 50)), (1 << 24) - 1]
+
+    async def check(ctx):
+        for value in values:
+            ctx.set(offset, value)
+            got_exact = ctx.get(exact)
+            if value >> bits:
+                assert not got_exact, value
+            else:
+                assert got_exact == (value % lanes == 0), value
+                if got_exact:
+                    assert ctx.get(word) == value // lanes, value
+
+    simulate(m, check, name=f"sequencer_offset_word_{lanes}x{depth}")

@@ -124,17 +124,19 @@ def _by_opcode(commands, peak):
 
 def _print_report(r):
     w = max([len(layer["name"]) + 2 for layer in r["layers"]] + [16])
-    print(f"{'layer':<{w}}{'op':<16}{'stages':<22}{'cycles':>12}{'MACs':>13}{'util':>7}"
+    stages = [",".join(s.replace("backward_", "bwd_") for s in layer["stages"])
+              for layer in r["layers"]]
+    ws = max([len(s) + 1 for s in stages] + [10])
+    print(f"{'layer':<{w}}{'op':<16}{'stages':<{ws}}{'cycles':>12}{'MACs':>13}{'util':>7}"
           f"{'mem stall':>11}{'array stall':>12}")
-    for layer in r["layers"]:
-        stages = ",".join(s.replace("backward_", "bwd_") for s in layer["stages"])
-        print(f"{layer['name']:<{w}}{layer['op']:<16}{stages:<22}{layer['cycles']:>12,}"
+    for layer, stage in zip(r["layers"], stages):
+        print(f"{layer['name']:<{w}}{layer['op']:<16}{stage:<{ws}}{layer['cycles']:>12,}"
               f"{layer['macs']:>13,}{layer['utilization']:>7.1%}"
               f"{layer['stalls']['mem_stall']:>11,}{layer['stalls']['array_stall']:>12,}")
     macs = sum(layer["macs"] for layer in r["layers"])
     peak = r["array"]["rows"] * r["array"]["cols"]
     util = macs / (peak * r["cycles"]) if r["cycles"] else 0.0
-    print(f"{'total':<{w + 38}}{r['cycles']:>12,}{macs:>13,}{util:>7.1%}")
+    print(f"{'total':<{w + 16 + ws}}{r['cycles']:>12,}{macs:>13,}{util:>7.1%}")
     print()
     print(f"{'command':<16}{'count':>8}{'busy cycles':>14}{'MACs':>13}{'util':>7}"
           f"{'mem stall':>11}{'array stall':>12}   (busy: issue to finish; units overlap)")

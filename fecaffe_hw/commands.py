@@ -74,6 +74,9 @@ def _configure_sim(parser):
     parser.add_argument("--weights", metavar="W", help=".caffemodel to start from")
     parser.add_argument("--memory-latency", type=int, metavar="CYCLES",
                         help="tensor memory read latency (default: the board's)")
+    parser.add_argument("--memory-bandwidth", type=float, metavar="BYTES",
+                        help="tensor memory bytes per cycle, at most the 32-bit port's 4 "
+                             "(default: the board's DRAM, capped by the port)")
     parser.add_argument("--vcd", metavar="FILE", help="write a waveform")
     parser.add_argument("--commands", metavar="CSV",
                         help="write every schedule command's timing, MACs and stalls")

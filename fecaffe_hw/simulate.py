@@ -38,10 +38,19 @@ def run_sim(args):
 
     if args.batch < 1:
         raise FecaffeError(f"--batch must be at least 1, not {args.batch}")
+    if args.memory_bandwidth is not None and not 0 < args.memory_bandwidth <= 4:
+        raise FecaffeError(f"--memory-bandwidth must be in (0, 4] bytes per cycle (the "
+                           f"32-bit port's peak), not {args.memory_bandwidth:g}")
+    if args.memory_latency is not None and not 1 <= args.memory_latency <= 4096:
+        raise FecaffeError(f"--memory-latency must be 1 to 4096 cycles, not "
+                           f"{args.memory_latency}")
     start = time.monotonic()
     workload = build_workload(args.net, board=args.board, phase=args.phase, batch=args.batch,
                               seed=args.seed, weights=args.weights)
     plan = workload.plan
+    if args.memory_bandwidth is not None and plan.memory["kind"] == "on-chip":
+        raise FecaffeError(f"--memory-bandwidth: {plan.board['name']} keeps tensor memory "
+                           f"on chip (one word per cycle); there is no DRAM to set")
     if not args.json:
         print(f"{args.net}: {plan.board['name']}, {plan.rows}x{plan.cols} array, "
               f"{len(workload.commands):,} commands, batch {args.batch}; "
@@ -49,7 +58,8 @@ def run_sim(args):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         result = simulate_workload(workload, backend=args.backend, vcd=args.vcd,
-                                   memory_latency=args.memory_latency)
+                                   memory_latency=args.memory_latency,
+                                   memory_bandwidth=args.memory_bandwidth)
     for w in caught:
         print(f"fecaffe-hw sim: notice: {w.message}", file=sys.stderr)
     errors = _float_errors(workload, result.memory)
@@ -148,8 +158,12 @@ def _print_report(r):
     print(f"{r['cycles']:,} cycles = {r['time_at_clock_ms']:.3f} ms at {r['clock_mhz']:g} MHz "
           f"on {r['board']}; simulated on {r['backend']} at {r['sim_cycles_per_s']:,.0f} "
           f"cycles/s")
+    worst = max(r["blob_errors"].items(), default=None,
+                key=lambda item: item[1]["max_abs_err"] / item[1]["lsb"])
+    in_lsb = (f" (worst blob {worst[0]}: {worst[1]['max_abs_err'] / worst[1]['lsb']:.1f} "
+              f"LSB of its format)" if worst else "")
     print(f"bit-exact with the fixed-point model: {'yes' if r['bit_exact'] else 'NO'} "
           f"({r['mismatched_words']} words differ); largest error vs float "
-          f"{r['max_abs_err_vs_float']:.3g}")
+          f"{r['max_abs_err_vs_float']:.3g}{in_lsb}")
     for name, values in r["host"].items():
         print(f"host {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))

@@ -161,11 +161,12 @@ def expected_memory(workload):
 
 
 def simulate_workload(workload, *, backend="auto", vcd=None, memory_latency=None,
+                      memory_bandwidth=None,
                       cache_dir=None, limit_s=60.0):
     """Run ``workload`` on the simulated SoC; returns a :class:`SimResult`."""
     plan = workload.plan
     expected, _ = expected_memory(workload)
-    top = SimTop(plan, memory_latency=memory_latency)
+    top = SimTop(plan, memory_latency=memory_latency, memory_bandwidth=memory_bandwidth)
     clk_hz = plan.board["clock_mhz"] * 1e6
     start_wall = time.monotonic()
     with open_backend(backend, top, memories={"tensor": top.memory}, vcd=vcd,

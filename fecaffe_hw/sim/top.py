@@ -17,6 +17,8 @@ of the performance counters before that cycle), so a backend can log
 per-command timing without a host round trip.
 """
 
+from fractions import Fraction
+
 from amaranth.hdl import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -46,22 +48,33 @@ class SimTop(wiring.Component):
 
     ``memory_latency``: cycles from a read burst's address to its first beat
     (default: the plan's memory latency, the Arty DDR3L's for DRAM plans).
-    ``memory`` is the model's ``lib.memory.Memory`` (32-bit words from byte
-    address 0), for the backends' backdoor.
+    ``memory_bandwidth``: bytes per cycle the DRAM model moves, up to the
+    32-bit port's 4 (default: the plan's, the board's DRAM peak capped by the
+    port). ``memory`` is the model's ``lib.memory.Memory`` (32-bit words
+    from byte address 0), for the backends' backdoor.
     """
 
-    def __init__(self, plan, *, memory_latency=None):
+    def __init__(self, plan, *, memory_latency=None, memory_bandwidth=None):
         self._soc = Soc(plan, link="stream", memory_latency=memory_latency)
         self._ram = self._ram_module = None
         if self._soc.external_memory:
             size = -(-max(plan.memory["used"], 4096) // 4096) * 4096
             latency = memory_latency or plan.memory.get("latency", 24)
+            bandwidth = (plan.memory.get("bytes_per_cycle", 4.0) if memory_bandwidth is None
+                         else memory_bandwidth)
+            if not 0 < bandwidth <= 4:
+                raise ValueError(f"Memory bandwidth must be in (0, 4] bytes per cycle (the "
+                                 f"32-bit port's peak), not {bandwidth!r}")
             self._ram = AxiRam(size=size, data_width=32, addr_width=self._soc.addr_width,
-                               latency=latency)
+                               latency=latency, beats_per_cycle=Fraction(bandwidth / 4)
+                               .limit_denominator(256))
             self._ram_module = self._ram.elaborate(None)
             self.memory = self._ram_module.submodules.mem
             self.memory_words = size // 4
         else:
+            if memory_bandwidth is not None:
+                raise ValueError(f"{plan.board['name']} keeps tensor memory on chip: there "
+                                 f"is no DRAM whose bandwidth could be set")
             self.memory = self._soc.memory
             self.memory_words = self._soc.mem_size // 4
         super().__init__({

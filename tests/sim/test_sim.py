@@ -115,9 +115,23 @@ def test_bad_requests_are_one_line_errors(capsys):
     deploy = Path(__file__).parents[2] / "nets" / "lenet.prototxt"
     assert cli.main(["sim", str(deploy), "--phase", "train"]) == 2     # no loss layer
     assert cli.main(["sim", str(ODD_IP), "--batch", "0"]) == 2
+    assert cli.main(["sim", str(ODD_IP), "--memory-bandwidth", "8"]) == 2
+    assert cli.main(["sim", str(ODD_IP), "--board", "ulx3s-85f",
+                     "--memory-bandwidth", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("fecaffe-hw sim: error:") for line in err)
+    assert len(err) == 4 and all(line.startswith("fecaffe-hw sim: error:") for line in err)
     assert "lenet_train_test" in err[0]
+    assert "(0, 4]" in err[2] and "on chip" in err[3]
+
+
+def test_slower_tensor_memory_costs_cycles_not_bits(odd_ip_pysim):
+    """Half the DRAM bandwidth: the same words, more cycles, more memory stalls."""
+    workload, full = odd_ip_pysim
+    half = simulate_workload(workload, backend="pysim", memory_bandwidth=2.0)
+    assert half.bit_exact, half.first_mismatch
+    assert half.cycles > full.cycles
+    stall = lambda r: sum(layer["stalls"]["mem_stall"] for layer in r.layers)  # noqa: E731
+    assert stall(half) > stall(full)
 
 
 def test_training_iteration_bit_exact_on_pysim():

@@ -269,17 +269,7 @@ class UpdateEngine(wiring.Component):
         # registers re-evaluated every SETUP cycle; the CSRs are sampled there)
         setup = Signal()
         m.d.comb += setup.eq(state == S.SETUP)
-        # ACC: total right shift of (value << gb), clamped; its RNE mask.
         vw = max(self.acc_width, BIAS_SUM_BITS)
-        acc_t = Signal(range(vw + gb + 1))
-        acc_mask = Signal(vw + gb + 1)
-        acc_total = Signal(signed(10))
-        with m.If(setup):
-            m.d.sync += [acc_total.eq(cur.shift + gb),
-                         acc_t.eq(Mux(acc_total < 0, 0, Mux(acc_total > vw + gb, vw + gb,
-                                                            acc_total))),
-                         acc_mask.eq((Const(1, vw + gb + 1) << acc_t)[1:]
-                                     - Mux(acc_t == 0, 0, 1))]
         # SGD constants.
         rate_prod = Signal(34)
         decay_prod = Signal(34)
@@ -301,12 +291,18 @@ class UpdateEngine(wiring.Component):
                                        self.norm_mul))]
         a, b = Signal(signed(10)), Signal(signed(10))
         a_neg, b_neg = Signal(), Signal()
-        a_abs, b_abs = Signal(6), Signal(6)
+        # |a| and |b| within from_isa's legal ranges: the aligning shifts.
+        a_abs = Signal(range(max(36 - gb, 28) + 1))
+        b_abs = Signal(range(max(15, 44 - DIFF_BITS) + 1))
         s1_minus_df = Signal(signed(11))
-        diff_w = _SUM_BITS + DIFF_BITS
-        diff_total = Signal(signed(12))
-        diff_t = Signal(range(diff_w + 1))
-        diff_mask = Signal(diff_w + 1)
+        # One rounding shifter serves ACC_* (the sum << gb, shifted right by
+        # shift + gb) and SGD_UPDATE's diff (the diff sum << DIFF_BITS): one
+        # command runs at a time. Its shift is clamped to its width, beyond
+        # which the rounded value is 0 anyway.
+        rne_w = max(vw + gb, _SUM_BITS + DIFF_BITS)
+        rne_total = Signal(signed(12))
+        rne_t = Signal(range(rne_w + 1))
+        rne_mask = Signal(rne_w + 1)
         hs = Signal(6)              # history rounding shift, 17..32
         ws = Signal(6)              # weight rounding shift, 0..32
         h_mask, w_mask = Signal(32), Signal(32)
@@ -318,9 +314,10 @@ class UpdateEngine(wiring.Component):
                 a_abs.eq(Mux(a < 0, -a, a)), b_abs.eq(Mux(b < 0, -b, b)),
                 s1_minus_df.eq(Mux(a < 0, 26 + cur.weight_frac, cur.grad_frac + NORM_FRAC)
                                - cur.diff_frac),
-                diff_total.eq(s1_minus_df + DIFF_BITS),
-                diff_t.eq(Mux(diff_total < 0, 0, Mux(diff_total > diff_w, diff_w, diff_total))),
-                diff_mask.eq((Const(1, diff_w + 1) << diff_t)[1:] - Mux(diff_t == 0, 0, 1)),
+                rne_total.eq(Mux(cur.op == UpdateOp.SGD_UPDATE, s1_minus_df + DIFF_BITS,
+                                 cur.shift + gb)),
+                rne_t.eq(Mux(rne_total < 0, 0, Mux(rne_total > rne_w, rne_w, rne_total))),
+                rne_mask.eq((Const(1, rne_w + 1) << rne_t)[1:] - Mux(rne_t == 0, 0, 1)),
                 hs.eq(Mux(b < 0, 17 - b, 17)),
                 ws.eq(cur.history_frac - cur.weight_frac),
                 h_mask.eq((Const(1, 33) << hs) - 1),
@@ -558,7 +555,11 @@ class UpdateEngine(wiring.Component):
             with m.Else():
                 m.d.sync += bias_sum.eq(bias_sum + pair)
 
-        rne = _Rne(m, "acc", q_value << gb, acc_t, acc_mask, gb)
+        sgd_op = cur.op == UpdateOp.SGD_UPDATE
+        diff_sum = Signal(signed(_SUM_BITS))
+        rne = _Rne(m, "rne", Mux(sgd_op, diff_sum << DIFF_BITS, q_value << gb), rne_t,
+                   rne_mask, max(gb, DIFF_BITS))
+        acc_term = rne.result if gb >= DIFF_BITS else saturate(rne.result, gb)
         grads = [q_grad]
         valids = [q_valid]
         for i in range(_Rne.latency):
@@ -568,7 +569,7 @@ class UpdateEngine(wiring.Component):
             grads.append(g_next)
             valids.append(v_next)
         m.d.sync += [g_out.w_en.eq(valids[-1]),
-                     g_out.w_data.eq((grads[-1] + rne.result)[:gb].as_signed())]
+                     g_out.w_data.eq((grads[-1] + acc_term)[:gb].as_signed())]
 
         # ---- SGD datapath (one element per beat) -----------------------------
         sgd_valid = Signal()
@@ -599,12 +600,11 @@ class UpdateEngine(wiring.Component):
         m.d.sync += [p1.eq(g0 * norm_e), p2.eq(w0 * decay_e), p1b.eq(p1), p2b.eq(p2)]
         # Stage 3: align the term with the smaller frac; stage 4: sum (exact).
         x3, y3 = Signal(signed(_SUM_BITS)), Signal(signed(_SUM_BITS))
-        diff_sum = Signal(signed(_SUM_BITS))
         m.d.sync += [x3.eq(Mux(a_neg, p1b, p2b) << a_abs), y3.eq(Mux(a_neg, p2b, p1b)),
                      diff_sum.eq(x3 + y3)]
         # Stages 5..9: diff = requantize(diff_sum), a left shift by DIFF_BITS
         # first so a negative shift (left, saturating) is a right shift too.
-        diff = _Rne(m, "diff", diff_sum << DIFF_BITS, diff_t, diff_mask, DIFF_BITS).result
+        diff = rne.result if gb <= DIFF_BITS else saturate(rne.result, DIFF_BITS)
         # Stages 10, 11: momentum * h and rate * diff; 12: align; 13: sum.
         m1 = Signal(signed(16 + 18))
         m2 = Signal(signed(DIFF_BITS + 18))
@@ -625,24 +625,22 @@ class UpdateEngine(wiring.Component):
         with m.Elif(valid[13]):
             m.d.sync += state_lfsr.eq(Mux(ws != 0, n2, n1))
         h14 = Signal(signed(_SUM_BITS + 1))
-        wn14, wn15, wn16 = Signal(32), Signal(32), Signal(32)
-        m.d.sync += [h14.eq(h_sum + (n1 & h_mask)), wn14.eq(n2 & w_mask),
-                     wn15.eq(wn14), wn16.eq(wn15)]
+        wn14, wn15 = Signal(32), Signal(32)
+        m.d.sync += [h14.eq(h_sum + (n1 & h_mask)), wn14.eq(n2 & w_mask), wn15.eq(wn14)]
         # hs = 17 + (0..15): a constant then a 4-bit variable shift.
         h15 = Signal(signed(16))
         m.d.sync += h15.eq(saturate((h14 >> 17) >> (hs - 17)[:4], 16))
-        # Stage 16: w << ws - h'; 17: add the weight's random word; 18: shift, saturate.
-        w16 = Signal(signed(16 + 33))
-        h16 = Signal(signed(16))
-        m.d.sync += [w16.eq((wd[15] << ws) - h15), h16.eq(h15)]
-        # (The add and the shift are separate stages: together they were the
-        # critical path on ECP5.)
-        w17 = Signal(signed(16 + 34))
-        h17 = Signal(signed(16))
-        m.d.sync += [w17.eq(w16 + wn16), h17.eq(h16)]
+        # Stages 16..18: stochastic_round((w << ws) - h', ws) is
+        # w + ((r - h') >> ws), as w << ws has no bits below ws (and r is 0
+        # when ws is 0); saturated.
+        d16 = Signal(signed(LFSR_BITS + 2))
+        e17 = Signal(signed(LFSR_BITS + 2))
+        h16, h17 = Signal(signed(16)), Signal(signed(16))
         w18 = Signal(signed(16))
         h18 = Signal(signed(16))
-        m.d.sync += [w18.eq(saturate(w17 >> ws, 16)), h18.eq(h17)]
+        m.d.sync += [d16.eq(wn15 - h15), h16.eq(h15),
+                     e17.eq(d16 >> ws), h17.eq(h16),
+                     w18.eq(saturate(wd[17] + e17, 16)), h18.eq(h17)]
         # Stage 19: pairs of elements into words.
         out_odd = Signal()
         w_lo, h_lo = Signal(16), Signal(16)

@@ -114,10 +114,11 @@ def random_words(rng):
 
 # ---- ACC_ADD ------------------------------------------------------------------
 
-def test_acc_add_matches_model():
+@pytest.mark.parametrize("grad_bits", [24, 12])
+def test_acc_add_matches_model(grad_bits):
     """Tiles with odd shapes, gaps between rows, RNE right shifts, saturating
-    left shifts, saturation to grad_bits and wrap of the sum."""
-    grad_bits = 24
+    left shifts, saturation to grad_bits and wrap of the sum; gradients wider
+    and narrower than the SGD diff that shares the rounding shifter."""
     engine = UpdateEngine(cols=COLS, acc_width=ACC_WIDTH, c_depth=C_DEPTH, grad_bits=grad_bits)
     rng = np.random.default_rng(1)
     words = random_words(rng)

@@ -82,33 +82,52 @@ def _bitlen(value, width):
     return length
 
 
-class _Rne:
-    """Pipelined ``saturate(round_half_even(value >> t), out_bits)``, ``t`` in
-    ``[0, in_bits]`` a per-command register, ``mask`` = ``2**(t-1) - 1`` (0
-    for t = 0). Four registered stages: bit select, add, two shift halves,
-    saturate (5 cycles from ``value`` to ``result``)."""
+class _Requantize:
+    """Pipelined ``saturate(round_half_even(value * 2**-r), out_bits)`` for a
+    per-command signed register ``r`` (a right shift for ``r > 0``, a
+    saturating left shift otherwise). Five registered stages, 5 cycles from
+    ``value`` to ``result``.
+
+    A right shift keeps one extra bit (the round bit) and ORs the bits below
+    it (sticky), so the shifter is as wide as ``value``; ``r`` beyond that
+    width rounds to 0 as the width does. A left shift by ``k`` saturates
+    unless the value fits ``out_bits - k`` bits, so it starts from ``value``
+    saturated to ``out_bits + 1`` bits and ``k`` stops at ``out_bits``.
+    """
 
     latency = 5
 
-    def __init__(self, m, name, value, t, mask, out_bits):
-        width = len(value) + 2
-        x = Signal(signed(width), name=f"{name}_x")
-        bit = Signal(name=f"{name}_bit")
-        s = Signal(signed(width), name=f"{name}_sum")
-        y1 = Signal(signed(width), name=f"{name}_hi")
-        y2 = Signal(signed(width), name=f"{name}_lo")
-        self.result = Signal(signed(out_bits), name=f"{name}_out")
-        lo_bits = 4
-        ext = Signal(signed(width), name=f"{name}_ext")
-        m.d.comb += ext.eq(value)
-        # as_unsigned: a variable bit select of a signed value becomes a
-        # signed $shiftx, which CXXRTL evaluates unlike Amaranth's simulator.
+    def __init__(self, m, name, value, r, out_bits):
+        width = len(value)
+        # Per-command constants (r is stable while a command runs).
+        right = Signal(name=f"{name}_right")
+        rs = Signal(range(width), name=f"{name}_rs")          # r - 1, clamped
+        k = Signal(range(out_bits + 1), name=f"{name}_k")     # -r, clamped
+        sticky_mask = Signal(width, name=f"{name}_sticky_mask")
         m.d.sync += [
-            x.eq(ext), bit.eq((t != 0) & ext.as_unsigned().bit_select(t, 1)),
-            s.eq(x + mask + bit),
-            y1.eq(s >> Cat(Const(0, lo_bits), t[lo_bits:])),
-            y2.eq(y1 >> t[:lo_bits]),
-            self.result.eq(saturate(y2, out_bits)),
+            right.eq(r > 0),
+            rs.eq(Mux(r > width, width - 1, Mux(r > 0, r - 1, 0))),
+            k.eq(Mux(r < -out_bits, out_bits, Mux(r < 0, -r, 0))),
+            sticky_mask.eq(Cat(i < rs for i in range(width))),
+        ]
+        x = Signal(signed(width), name=f"{name}_x")
+        y = Signal(signed(width), name=f"{name}_y")
+        sticky = Signal(name=f"{name}_sticky")
+        xs = Signal(signed(out_bits + 1), name=f"{name}_xs")
+        q = Signal(signed(width), name=f"{name}_q")
+        z = Signal(signed(2 * out_bits + 1), name=f"{name}_z")
+        q_sat = Signal(signed(out_bits), name=f"{name}_q_sat")
+        z_sat = Signal(signed(out_bits), name=f"{name}_z_sat")
+        self.result = Signal(signed(out_bits), name=f"{name}_out")
+        m.d.sync += [
+            x.eq(value),
+            y.eq(x >> rs), sticky.eq((x.as_unsigned() & sticky_mask) != 0),
+            xs.eq(saturate(x, out_bits + 1)),
+            # Round half to even: up if the round bit is set and the rest
+            # (sticky) or the kept lsb is.
+            q.eq((y >> 1) + (y[0] & (sticky | y[1]))), z.eq(xs << k),
+            q_sat.eq(saturate(q, out_bits)), z_sat.eq(saturate(z, out_bits)),
+            self.result.eq(Mux(right, q_sat, z_sat)),
         ]
 
 
@@ -295,14 +314,10 @@ class UpdateEngine(wiring.Component):
         a_abs = Signal(range(max(36 - gb, 28) + 1))
         b_abs = Signal(range(max(15, 44 - DIFF_BITS) + 1))
         s1_minus_df = Signal(signed(11))
-        # One rounding shifter serves ACC_* (the sum << gb, shifted right by
-        # shift + gb) and SGD_UPDATE's diff (the diff sum << DIFF_BITS): one
-        # command runs at a time. Its shift is clamped to its width, beyond
-        # which the rounded value is 0 anyway.
-        rne_w = max(vw + gb, _SUM_BITS + DIFF_BITS)
-        rne_total = Signal(signed(12))
-        rne_t = Signal(range(rne_w + 1))
-        rne_mask = Signal(rne_w + 1)
+        # One requantizer serves ACC_* (the sum shifted right by ``shift``)
+        # and SGD_UPDATE's diff (the diff sum by ``s1 - diff_frac``): one
+        # command runs at a time.
+        rne_r = Signal(signed(11))
         hs = Signal(6)              # history rounding shift, 17..32
         ws = Signal(6)              # weight rounding shift, 0..32
         h_mask, w_mask = Signal(32), Signal(32)
@@ -314,10 +329,7 @@ class UpdateEngine(wiring.Component):
                 a_abs.eq(Mux(a < 0, -a, a)), b_abs.eq(Mux(b < 0, -b, b)),
                 s1_minus_df.eq(Mux(a < 0, 26 + cur.weight_frac, cur.grad_frac + NORM_FRAC)
                                - cur.diff_frac),
-                rne_total.eq(Mux(cur.op == UpdateOp.SGD_UPDATE, s1_minus_df + DIFF_BITS,
-                                 cur.shift + gb)),
-                rne_t.eq(Mux(rne_total < 0, 0, Mux(rne_total > rne_w, rne_w, rne_total))),
-                rne_mask.eq((Const(1, rne_w + 1) << rne_t)[1:] - Mux(rne_t == 0, 0, 1)),
+                rne_r.eq(Mux(cur.op == UpdateOp.SGD_UPDATE, s1_minus_df, cur.shift)),
                 hs.eq(Mux(b < 0, 17 - b, 17)),
                 ws.eq(cur.history_frac - cur.weight_frac),
                 h_mask.eq((Const(1, 33) << hs) - 1),
@@ -557,12 +569,11 @@ class UpdateEngine(wiring.Component):
 
         sgd_op = cur.op == UpdateOp.SGD_UPDATE
         diff_sum = Signal(signed(_SUM_BITS))
-        rne = _Rne(m, "rne", Mux(sgd_op, diff_sum << DIFF_BITS, q_value << gb), rne_t,
-                   rne_mask, max(gb, DIFF_BITS))
+        rne = _Requantize(m, "rne", Mux(sgd_op, diff_sum, q_value), rne_r, max(gb, DIFF_BITS))
         acc_term = rne.result if gb >= DIFF_BITS else saturate(rne.result, gb)
         grads = [q_grad]
         valids = [q_valid]
-        for i in range(_Rne.latency):
+        for i in range(_Requantize.latency):
             g_next = Signal(signed(gb), name=f"acc_grad{i + 1}")
             v_next = Signal(name=f"acc_valid{i + 1}")
             m.d.sync += [g_next.eq(grads[-1]), v_next.eq(valids[-1])]

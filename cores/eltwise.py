@@ -11,7 +11,36 @@ from fecaffe_hw.fixedpoint.activation import (
 )
 from fecaffe_hw.fixedpoint.format import Format
 
-__all__ = ["Eltwise", "EltwiseOp", "round_half_even", "saturate"]
+__all__ = ["Eltwise", "EltwiseOp", "TABLES", "TABLE_OPS", "table_names", "wide_frac",
+           "round_half_even", "saturate"]
+
+#: The activations that need a table ROM, in ROM order.
+TABLES = ("sigmoid", "tanh")
+#: The ops each table serves.
+TABLE_OPS = {"sigmoid": (EltwiseOp.SIGMOID, EltwiseOp.SIGMOID_BWD),
+             "tanh": (EltwiseOp.TANH, EltwiseOp.TANH_BWD)}
+
+
+def table_names(tables, what):
+    """``tables`` (names, or one name) as a tuple in :data:`TABLES` order;
+    ValueError naming ``what`` and the unknown name."""
+    tables = (tables,) if isinstance(tables, str) else tuple(tables)
+    for name in tables:
+        if name not in TABLES:
+            raise ValueError(f"{what} tables must be among {', '.join(TABLES)}, not {name!r}")
+    return tuple(name for name in TABLES if name in tables)
+
+
+def wide_frac(in_frac, aux_frac, slope_frac, tables=TABLES, segments_log2=8):
+    """Fractional bits of an :class:`Eltwise` core's exact (unrounded) result:
+    the finest of the ReLU product and, with ``tables``, the interpolation
+    and the backward product."""
+    fracs = [in_frac + slope_frac]
+    if tables:
+        all_tables = activation_tables(segments_log2)
+        tb = max(all_tables[name].offset_bits(in_frac) for name in tables)
+        fracs += [TABLE_FORMAT.frac + tb, in_frac + aux_frac]
+    return max(fracs)
 
 
 def saturate(value, bits):
@@ -70,12 +99,16 @@ class Eltwise(wiring.Component):
 
     Parameters: formats up to 48 bits (slope 25), non-negative ``aux_fmt`` and
     ``slope_fmt`` fracs, ``bias_fmt.frac <= in_fmt.frac`` and
-    ``in_fmt.frac >= segments_log2 - 4`` (the tables' resolution).
+    ``in_fmt.frac >= segments_log2 - 4`` (the tables' resolution); ``tables``,
+    the activations built (``"sigmoid"``, ``"tanh"``, both by default): a
+    core without a table has neither its forward nor its backward op (they
+    output 0), and one without tables has no table ROM, interpolation or
+    derivative multipliers at all.
     """
 
     def __init__(self, *, in_fmt, out_fmt, lanes=1, aux_fmt=Format(16, 15),
                  bias_fmt=None, bias_depth=16, slope_fmt=SLOPE_FORMAT,
-                 segments_log2=8):
+                 segments_log2=8, tables=TABLES):
         if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= 64:
             raise ValueError(f"Lane count must be an integer in [1, 64], not {lanes!r}")
         if isinstance(bias_depth, bool) or not isinstance(bias_depth, int) or bias_depth < 1:
@@ -91,7 +124,9 @@ class Eltwise(wiring.Component):
                 raise ValueError(f"Eltwise {name} frac must be non-negative, not {fmt.frac}")
         if bias_fmt.frac > in_fmt.frac:
             raise ValueError(f"Bias frac {bias_fmt.frac} exceeds input frac {in_fmt.frac}")
-        self._tables = activation_tables(segments_log2)
+        tables = table_names(tables, "Eltwise")
+        self._tables = {name: table for name, table in activation_tables(segments_log2).items()
+                        if name in tables}
         for table in self._tables.values():
             table.offset_bits(in_fmt.frac)      # raises if in_fmt is too coarse
         self._in_fmt, self._out_fmt, self._aux_fmt = in_fmt, out_fmt, aux_fmt
@@ -115,7 +150,15 @@ class Eltwise(wiring.Component):
     slope_fmt = property(lambda self: self._slope_fmt)
     bias_depth = property(lambda self: self._bias_depth)
     segments_log2 = property(lambda self: self._segments_log2)
+    tables = property(lambda self: tuple(self._tables))
     latency = 5
+
+    @property
+    def wide_frac(self):
+        """Fractional bits every op's exact result is aligned to before the one
+        rounding (so one rounder serves all)."""
+        return wide_frac(self.in_fmt.frac, self.aux_fmt.frac, self.slope_fmt.frac,
+                         self.tables, self.segments_log2)
 
     @property
     def input_layout(self):
@@ -133,13 +176,12 @@ class Eltwise(wiring.Component):
         m = Module()
         in_fmt, aux_fmt, out_fmt = self.in_fmt, self.aux_fmt, self.out_fmt
         sf, af = self.slope_fmt.frac, aux_fmt.frac
-        sig, tanh = self._tables["sigmoid"], self._tables["tanh"]
+        tabs = list(self._tables.values())
         n_log2 = self.segments_log2
-        tb = {t.name: t.offset_bits(in_fmt.frac) for t in (sig, tanh)}
-        tb_max = max(tb.values())
-        # Common frac of every op's exact result, so one rounder serves all.
+        tb = {t.name: t.offset_bits(in_fmt.frac) for t in tabs}
+        tb_max = max(tb.values(), default=0)
         in_frac = in_fmt.frac
-        frac = max(in_frac + sf, TABLE_FORMAT.frac + tb_max, in_frac + af)
+        frac = self.wide_frac
 
         m.submodules.bias_mem = bias_mem = Memory(shape=self.bias_layout,
                                                   depth=self.bias_depth, init=[])
@@ -148,12 +190,13 @@ class Eltwise(wiring.Component):
         m.d.comb += [bias_w.addr.eq(self.bias_addr), bias_w.data.eq(self.bias_data),
                      bias_w.en.eq(self.bias_we)]
 
-        entry = data.StructLayout({"base": signed(TABLE_FORMAT.bits),
-                                   "delta": signed(TABLE_FORMAT.bits)})
-        m.submodules.table = table = Memory(
-            shape=entry, depth=2 << n_log2,
-            init=[{"base": int(b), "delta": int(d)}
-                  for t in (sig, tanh) for b, d in zip(t.base, t.delta)])
+        if tabs:
+            entry = data.StructLayout({"base": signed(TABLE_FORMAT.bits),
+                                       "delta": signed(TABLE_FORMAT.bits)})
+            m.submodules.table = table = Memory(
+                shape=entry, depth=len(tabs) << n_log2,
+                init=[{"base": int(b), "delta": int(d)}
+                      for t in tabs for b, d in zip(t.base, t.delta)])
 
         out = self.data_out
         advance = Signal()
@@ -180,70 +223,84 @@ class Eltwise(wiring.Component):
         payload = self.data_in.payload
         for lane in range(self.lanes):
             x0 = payload.x[lane]
-            # Stage 0 (combinational): table address and interpolation offset.
-            port = table.read_port()
-            m.d.comb += port.en.eq(advance)
-            offsets = {}
-            addrs = {}
-            for t in (sig, tanh):
-                bits = tb[t.name]
-                position = x0 + (1 << (t.range_log2 + in_frac))
-                index = position >> bits
-                low, high = position < 0, index >= t.segments
-                k = Mux(low, 0, Mux(high, t.segments - 1, index[:n_log2]))
-                offset = Mux(low, 0, Mux(high, 1 << bits, position[:bits] if bits else 0))
-                addrs[t.name] = k
-                offsets[t.name] = offset << (tb_max - bits)
-            use_tanh = is_op(self.op, EltwiseOp.TANH)
-            m.d.comb += port.addr.eq(Cat(Mux(use_tanh, addrs["tanh"], addrs["sigmoid"])[:n_log2],
-                                         use_tanh))
-
             # Stage 1: registered operands; memories deliver bias and table entry.
             x1 = Signal(signed(in_fmt.bits), name=f"x1_{lane}")
             aux1 = Signal(signed(aux_fmt.bits), name=f"aux1_{lane}")
-            t1 = Signal(tb_max + 1, name=f"t1_{lane}")
             with m.If(advance):
-                m.d.sync += [x1.eq(x0), aux1.eq(payload.aux[lane]),
-                             t1.eq(Mux(use_tanh, offsets["tanh"], offsets["sigmoid"]))]
+                m.d.sync += [x1.eq(x0), aux1.eq(payload.aux[lane])]
+            if tabs:
+                # Stage 0 (combinational): table address and interpolation offset.
+                port = table.read_port()
+                m.d.comb += port.en.eq(advance)
+                offsets = {}
+                addrs = {}
+                for t in tabs:
+                    bits = tb[t.name]
+                    position = x0 + (1 << (t.range_log2 + in_frac))
+                    index = position >> bits
+                    low, high = position < 0, index >= t.segments
+                    k = Mux(low, 0, Mux(high, t.segments - 1, index[:n_log2]))
+                    offset = Mux(low, 0, Mux(high, 1 << bits, position[:bits] if bits else 0))
+                    addrs[t.name] = k[:n_log2]
+                    offsets[t.name] = offset << (tb_max - bits)
+                if len(tabs) == 2:
+                    use_tanh = is_op(self.op, EltwiseOp.TANH)
+                    m.d.comb += port.addr.eq(Cat(Mux(use_tanh, addrs["tanh"], addrs["sigmoid"]),
+                                                 use_tanh))
+                    offset = Mux(use_tanh, offsets["tanh"], offsets["sigmoid"])
+                else:
+                    m.d.comb += port.addr.eq(addrs[tabs[0].name])
+                    offset = offsets[tabs[0].name]
+                t1 = Signal(tb_max + 1, name=f"t1_{lane}")
+                with m.If(advance):
+                    m.d.sync += t1.eq(offset)
 
             # Stage 2: bias add, derivative of the stored output, interpolation.
             bias = bias_r.data[lane] << (in_frac - self.bias_fmt.frac)
             with_bias = is_op(ops[0], EltwiseOp.BIAS, EltwiseOp.BIAS_RELU)
             sum_expr = x1 + Mux(with_bias, bias, 0)
             sum2 = Signal(sum_expr.shape(), name=f"sum2_{lane}")
-            one = 1 << af
-            deriv_expr = Mux(is_op(ops[0], EltwiseOp.SIGMOID_BWD),
-                             aux1 * (one - aux1), (one * one) - aux1 * aux1)
-            deriv2 = Signal(deriv_expr.shape(), name=f"deriv2_{lane}")
-            interp_expr = (port.data.base << tb_max) + port.data.delta * t1
-            interp2 = Signal(interp_expr.shape(), name=f"interp2_{lane}")
             relu_pos2 = Signal(name=f"pos2_{lane}")
             with m.If(advance):
-                m.d.sync += [sum2.eq(sum_expr), deriv2.eq(deriv_expr), interp2.eq(interp_expr),
+                m.d.sync += [sum2.eq(sum_expr),
                              relu_pos2.eq(Mux(ops[0] == EltwiseOp.RELU_BWD, aux1 > 0,
                                               sum_expr > 0))]
+            if tabs:
+                one = 1 << af
+                derivs = {"sigmoid": aux1 * (one - aux1), "tanh": (one * one) - aux1 * aux1}
+                deriv_expr = (Mux(is_op(ops[0], EltwiseOp.SIGMOID_BWD), derivs["sigmoid"],
+                                  derivs["tanh"]) if len(tabs) == 2 else derivs[tabs[0].name])
+                deriv2 = Signal(deriv_expr.shape(), name=f"deriv2_{lane}")
+                interp_expr = (port.data.base << tb_max) + port.data.delta * t1
+                interp2 = Signal(interp_expr.shape(), name=f"interp2_{lane}")
+                with m.If(advance):
+                    m.d.sync += [deriv2.eq(deriv_expr), interp2.eq(interp_expr)]
 
             # Stage 3: ReLU scaling, derivative rounded to the output's frac.
             relu_expr = Mux(relu_pos2, sum2 << sf, sum2 * slope2)
             relu3 = Signal(relu_expr.shape(), name=f"relu3_{lane}")
-            d_expr = round_half_even(deriv2, af)
-            d3 = Signal(d_expr.shape(), name=f"d3_{lane}")
             sum3 = Signal.like(sum2, name=f"sum3_{lane}")
-            interp3 = Signal.like(interp2, name=f"interp3_{lane}")
             with m.If(advance):
-                m.d.sync += [relu3.eq(relu_expr), d3.eq(d_expr), sum3.eq(sum2),
-                             interp3.eq(interp2)]
+                m.d.sync += [relu3.eq(relu_expr), sum3.eq(sum2)]
+            if tabs:
+                d_expr = round_half_even(deriv2, af)
+                d3 = Signal(d_expr.shape(), name=f"d3_{lane}")
+                interp3 = Signal.like(interp2, name=f"interp3_{lane}")
+                with m.If(advance):
+                    m.d.sync += [d3.eq(d_expr), interp3.eq(interp2)]
 
             # Stage 4: gradient product; align every op's result to ``frac``.
+            # Ops of tables not built output 0 (the engines refuse them).
+            fwd_ops = tuple(TABLE_OPS[t.name][0] for t in tabs)
+            bwd_ops = tuple(TABLE_OPS[t.name][1] for t in tabs)
             cases = [
                 ((EltwiseOp.REQUANT, EltwiseOp.BIAS), sum3 << (frac - in_frac)),
                 ((EltwiseOp.RELU, EltwiseOp.BIAS_RELU, EltwiseOp.RELU_BWD),
                  relu3 << (frac - in_frac - sf)),
-                ((EltwiseOp.SIGMOID, EltwiseOp.TANH),
-                 interp3 << (frac - TABLE_FORMAT.frac - tb_max)),
-                ((EltwiseOp.SIGMOID_BWD, EltwiseOp.TANH_BWD),
-                 (sum3 * d3) << (frac - in_frac - af)),
             ]
+            if tabs:
+                cases += [(fwd_ops, interp3 << (frac - TABLE_FORMAT.frac - tb_max)),
+                          (bwd_ops, (sum3 * d3) << (frac - in_frac - af))]
             width = max(len(value) for _, value in cases) + 1
             wide4 = Signal(signed(width), name=f"wide4_{lane}")
             with m.If(advance):

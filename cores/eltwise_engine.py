@@ -22,11 +22,11 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 
-from fecaffe_hw.fixedpoint.activation import TABLE_FORMAT, activation_tables
 from fecaffe_hw.fixedpoint.format import Format
 from fecaffe_hw.runtime import isa
 
-from .eltwise import Eltwise, EltwiseOp, saturate
+from .eltwise import (TABLE_OPS, TABLES, Eltwise, EltwiseOp, saturate, table_names,
+                      wide_frac)
 from .memory_port import MAX_BURST_WORDS, engine_members
 
 __all__ = ["EltwiseEngine", "EltwiseCommand", "ISA_OPS", "ELEMENT_WIDTH", "ENGINE_SLOPE_FORMAT"]
@@ -83,7 +83,8 @@ class EltwiseEngine(wiring.Component):
     Parameters: ``in_frac`` (Sigmoid/TanH forward input, >= 4), ``aux_frac``
     (Sigmoid/TanH backward ``y``, 0..15), ``chunk_words`` (burst length,
     1..256; the src and aux FIFOs hold two bursts, so one is read while the
-    other is computed).
+    other is computed), ``tables`` (the Sigmoid/TanH tables built, both by
+    default; the ops of a table not built are bad commands).
 
     Memory traffic per chunk: read ``src``, read ``aux`` (backward and ADD),
     write ``dst``, in that order. ``dst`` must equal ``src`` (in place) or
@@ -95,13 +96,14 @@ class EltwiseEngine(wiring.Component):
     memory latency plus 7 cycles (core 5, rounding 1, write register 1).
     """
 
-    def __init__(self, *, in_frac=12, aux_frac=15, chunk_words=16):
+    def __init__(self, *, in_frac=12, aux_frac=15, chunk_words=16, tables=TABLES):
         for name, value, lo, hi in (("input frac", in_frac, 4, 32),
                                     ("aux frac", aux_frac, 0, ELEMENT_WIDTH - 1),
                                     ("chunk length", chunk_words, 1, MAX_BURST_WORDS)):
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise ValueError(f"Eltwise engine {name} must be an integer in [{lo}, {hi}], "
                                  f"not {value!r}")
+        self._tables = table_names(tables, "Eltwise engine")
         self._in_frac, self._aux_frac, self._chunk = in_frac, aux_frac, chunk_words
         super().__init__(engine_members(EltwiseCommand))
 
@@ -109,13 +111,12 @@ class EltwiseEngine(wiring.Component):
     aux_frac = property(lambda self: self._aux_frac)
     chunk_words = property(lambda self: self._chunk)
 
+    tables = property(lambda self: self._tables)
+
     @property
     def wide_frac(self):
         """Fractional bits of the core's exact result (as ``Eltwise`` aligns it)."""
-        tables = activation_tables(8)
-        tb = max(t.offset_bits(self.in_frac) for t in tables.values())
-        return max(self.in_frac + ENGINE_SLOPE_FORMAT.frac, TABLE_FORMAT.frac + tb,
-                   self.in_frac + self.aux_frac)
+        return wide_frac(self.in_frac, self.aux_frac, ENGINE_SLOPE_FORMAT.frac, self.tables)
 
     @property
     def base_shift(self):
@@ -126,7 +127,7 @@ class EltwiseEngine(wiring.Component):
         """Decode an ISA ``ELTWISE`` command's fields (expressions) into an
         :data:`EltwiseCommand` signal; returns ``(command, legal)``.
 
-        Illegal: an unknown ``func``; an odd or zero ``count``; an address
+        Illegal: an unknown ``func`` or one of a table not built; an odd or zero ``count``; an address
         not word aligned; a ``slope`` other than 0 outside ReLU, or out of
         ``Format(25, 16)``; a ``shift`` outside ``[-base_shift, 63 -
         base_shift]``; ``dst`` partially overlapping a region it reads.
@@ -134,8 +135,11 @@ class EltwiseEngine(wiring.Component):
         cmd = Signal(EltwiseCommand, name="eltwise_cmd")
         known = Signal(name="eltwise_known")
         relu = Signal(name="eltwise_relu")
+        missing = {op for name in TABLES if name not in self.tables for op in TABLE_OPS[name]}
         with m.Switch(func):
             for op, (core_op, rs, ra, add) in ISA_OPS.items():
+                if core_op in missing:
+                    continue
                 with m.Case(op):
                     m.d.comb += [cmd.op.eq(core_op), cmd.read_src.eq(rs), cmd.read_aux.eq(ra),
                                  cmd.add.eq(add), known.eq(1), relu.eq(op in _RELU_OPS)]
@@ -166,7 +170,7 @@ class EltwiseEngine(wiring.Component):
             in_fmt=Format(ew + 1, self.in_frac),           # + 1: ADD's sum
             out_fmt=Format(48, self.wide_frac),            # exact: no rounding in the core
             lanes=2, aux_fmt=Format(ew, self.aux_frac), slope_fmt=ENGINE_SLOPE_FORMAT,
-            bias_depth=1)
+            bias_depth=1, tables=self.tables)
         m.submodules.src_fifo = src_fifo = SyncFIFO(width=32, depth=depth)
         m.submodules.aux_fifo = aux_fifo = SyncFIFO(width=32, depth=depth)
 

@@ -55,7 +55,8 @@ commands with reserved bits, a wrong unit, or fields out of range):
   ``count`` must be even and addresses word aligned (the memory port has no
   byte enables); ``dst`` equals or avoids each region read. Sigmoid/TanH use
   the build's ``eltwise_in_frac`` (forward input) and ``eltwise_aux_frac``
-  (backward ``y``): the ISA has no field for them. The engine shares the
+  (backward ``y``): the ISA has no field for them; they are bad commands in a
+  build without their table (``eltwise_tables``). The engine shares the
   memory port with the DMA, so an ELTWISE waits for the DMA to go idle and a
   DMA command waits for the ELTWISE; a GEMM (on-chip only) overlaps it.
 * ``SET_GEOMETRY`` on unit ``POOL`` selects one of the build's
@@ -131,6 +132,7 @@ from fecaffe_hw.fixedpoint.lfsr import LFSR_BITS
 from fecaffe_hw.fixedpoint.sgd import NORM_FRAC, norm_multiplier
 from fecaffe_hw.runtime import isa
 
+from .eltwise import TABLES
 from .eltwise_engine import EltwiseEngine
 from .update_engine import UpdateEngine
 from .pool_engine import PoolEngine, PoolGeometry
@@ -140,7 +142,8 @@ from .memory_port import MemoryPort
 from .scratchpad import Scratchpad
 from .systolic import SystolicArray
 
-__all__ = ["Sequencer", "CounterIncrements", "TraceEvent", "TRACE_UNITS", "PoolGeometry"]
+__all__ = ["Sequencer", "CounterIncrements", "TraceEvent", "TRACE_UNITS", "TRACE_UNIT_OF",
+           "PoolGeometry"]
 
 #: Per-cycle increments of the performance counters the sequencer drives
 #: (``runtime.regmap`` names: BUSY_CYCLES, MACS, ARRAY_STALL_CYCLES,
@@ -161,6 +164,9 @@ def CounterIncrements(rows, cols):
 #: (DMA_LOAD/DMA_STORE, feature-map moves included), ELTWISE, pooling
 #: (POOL_FWD/POOL_BWD), the update engine (ACC_ADD/ACC_BIAS/SGD_UPDATE).
 TRACE_UNITS = ("array", "dma", "eltwise", "pool", "update")
+#: The ``runtime.isa.Unit`` each trace unit runs the commands of.
+TRACE_UNIT_OF = {isa.Unit.ARRAY: "array", isa.Unit.DMA: "dma", isa.Unit.ELTWISE: "eltwise",
+                 isa.Unit.POOL: "pool", isa.Unit.ACCUMULATOR: "update"}
 
 #: ``trace``: a command left the sequencer's issue slot this cycle (started
 #: on its unit, finished if instant, or refused), for simulation reports.
@@ -286,9 +292,9 @@ class Sequencer(wiring.Component):
 
     Parameters: ``rows``, ``cols`` 1..64; ``data_width`` 8 or 16 (the DMA's
     packing), ``acc_width`` as the array allows; depths 2..2**16;
-    ``eltwise_in_frac``, ``eltwise_aux_frac``, ``eltwise_chunk`` as
-    :class:`EltwiseEngine` takes them (``in_frac``, ``aux_frac``,
-    ``chunk_words``); ``pool_geometries`` the :class:`PoolGeometry` s the
+    ``eltwise_in_frac``, ``eltwise_aux_frac``, ``eltwise_chunk``,
+    ``eltwise_tables`` as :class:`EltwiseEngine` takes them (``in_frac``,
+    ``aux_frac``, ``chunk_words``, ``tables``); ``pool_geometries`` the :class:`PoolGeometry` s the
     pool engine is built for (``PoolGeometry.from_layer`` of the plan's
     Pooling layers; none: no pool engine), ``pool_chunk`` its burst length,
     ``pool_backward`` whether it also runs POOL_BWD (training builds);
@@ -300,7 +306,7 @@ class Sequencer(wiring.Component):
     def __init__(self, *, rows, cols, data_width=16, acc_width=32,
                  a_depth=512, b_depth=512, c_depth=64,
                  eltwise_in_frac=12, eltwise_aux_frac=15, eltwise_chunk=16,
-                 pool_geometries=(), pool_chunk=16, pool_backward=True,
+                 eltwise_tables=TABLES, pool_geometries=(), pool_chunk=16, pool_backward=True,
                  training=False, grad_bits=32, update_chunk=128, lfsr_reset=1):
         for name, value, lo, hi in (("rows", rows, 1, 64), ("cols", cols, 1, 64),
                                     ("A depth", a_depth, 2, 1 << 16),
@@ -320,7 +326,7 @@ class Sequencer(wiring.Component):
         # The engines validate their own parameters. Their elements are
         # int16: an 8-bit build has neither (ELTWISE and POOL are bad commands).
         self._eltwise = (EltwiseEngine(in_frac=eltwise_in_frac, aux_frac=eltwise_aux_frac,
-                                       chunk_words=eltwise_chunk)
+                                       chunk_words=eltwise_chunk, tables=eltwise_tables)
                          if data_width == 16 else None)
         pool_geometries = tuple(pool_geometries)
         self._fmap = (FmapDma(rows=rows, cols=cols, acc_width=acc_width, a_depth=a_depth,

@@ -121,6 +121,8 @@ class Soc(wiring.Component):
             **dict(zip(("a_depth", "b_depth", "c_depth"), buffer_depths(plan))),
             eltwise_in_frac=plan.units.get("eltwise", {}).get("in_frac", 12),
             eltwise_aux_frac=plan.units.get("eltwise", {}).get("aux_frac", 15),
+            # Sigmoid/TanH tables only for nets that use them.
+            eltwise_tables=tuple(plan.units.get("eltwise", {}).get("tables", ())),
             # One pooling engine configuration per geometry the net pools with.
             pool_geometries=tuple(PoolGeometry.from_layer(layer) for layer in plan.layers
                                   if layer["type"] == "Pooling"),

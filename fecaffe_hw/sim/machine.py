@@ -36,6 +36,9 @@ __all__ = ["Machine", "MachineError", "sgd_registers", "ELTWISE_IN_FRAC", "ELTWI
 ELTWISE_IN_FRAC = 12
 ELTWISE_AUX_FRAC = 15
 _DATA = Format(16, 0)
+#: The ELTWISE functions that need a table (built only for nets that use it).
+_TABLE_OF = {EltwiseOp.SIGMOID_FWD: "sigmoid", EltwiseOp.SIGMOID_BWD: "sigmoid",
+             EltwiseOp.TANH_FWD: "tanh", EltwiseOp.TANH_BWD: "tanh"}
 #: The ISA's ReLU ``slope`` is ``negative_slope * 2**16`` (``EltwiseEngine``'s format).
 SLOPE_FORMAT = Format(25, 16)
 
@@ -82,6 +85,7 @@ class Machine:
         self.set_solver()
         self.in_frac = eltwise.get("in_frac", ELTWISE_IN_FRAC)
         self.aux_frac = eltwise.get("aux_frac", ELTWISE_AUX_FRAC)
+        self.tables = tuple(eltwise.get("tables", ()))
         self.executed = 0
 
     def set_solver(self, *, lr=0.01, momentum=0.9, weight_decay=0.0005, iter_size=1,
@@ -297,6 +301,9 @@ class Machine:
         if count == 0 or count % 2 or f["src"] % 4 or f["dst"] % 4 or f["aux"] % 4:
             raise MachineError("ELTWISE needs an even count and word-aligned addresses")
         op = EltwiseOp(f["func"])
+        table = _TABLE_OF.get(op)
+        if table is not None and table not in self.tables:
+            raise MachineError(f"ELTWISE {op.name}: the build has no {table} table")
         fmt = lambda frac: Format(16, frac)     # noqa: E731
         x = (self.int16(f["src"], count).astype(np.int64)
              if op != EltwiseOp.ZERO else np.zeros(count, np.int64))

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from support import Stalls, simulate, stream_get, stream_put
 
 
-from fecaffe_hw.cores.eltwise import Eltwise
+from fecaffe_hw.cores.eltwise import TABLE_OPS, TABLES, Eltwise
 from fecaffe_hw.fixedpoint.activation import EltwiseOp, eltwise
 from fecaffe_hw.fixedpoint.format import Format
 
@@ -72,6 +72,26 @@ def test_each_op_matches_model(op):
     biases = rng.integers(-2**9, 2**9, (dut.bias_depth, dut.lanes))
     slopes = np.full(n, int(rng.integers(0, 2**14)))
     _run(dut, [op] * n, slopes, x, aux, index, biases, rng, f"eltwise_{op.name}")
+
+
+@pytest.mark.parametrize("tables", [(), ("tanh",), ("sigmoid",)])
+def test_ops_without_some_tables(tables):
+    """A core built with fewer tables (nets without Sigmoid or TanH) runs the
+    ops it has bit-exact; it has no ROM at all without tables."""
+    rng = np.random.default_rng(7 + len(tables))
+    dut = Eltwise(in_fmt=Format(20, 12), out_fmt=Format(14, 9), aux_fmt=Format(12, 10),
+                  bias_fmt=Format(10, 6), lanes=2, bias_depth=2, tables=tables)
+    assert dut.tables == tables
+    missing = {op for name in TABLES if name not in tables for op in TABLE_OPS[name]}
+    ops = [op for op in EltwiseOp if op not in missing]
+    n = 40
+    x, aux, index = _operands(rng, dut, n)
+    biases = rng.integers(-2**9, 2**9, (dut.bias_depth, dut.lanes))
+    slopes = rng.integers(0, 2**14, n)
+    _run(dut, rng.choice(ops, n), slopes, x, aux, index, biases, rng,
+         f"eltwise_tables_{'_'.join(tables) or 'none'}", stall=0.3)
+    with pytest.raises(ValueError, match="tables must be among sigmoid, tanh, not 'relu'"):
+        Eltwise(in_fmt=Format(20, 12), out_fmt=Format(14, 9), tables=("relu",))
 
 
 @settings(max_examples=6, deadline=None)

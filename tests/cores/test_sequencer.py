@@ -465,6 +465,33 @@ def test_sequencer_eltwise_ops(chunk, count):
     print(f"ELTWISE x{len(commands)} of {count}: {bench.cycles} cycles")
 
 
+def test_sequencer_without_tables_refuses_sigmoid_and_tanh():
+    """A build for a net with no Sigmoid/TanH has no tables: their four
+    functions are bad commands that change nothing; the others still run."""
+    count = 6
+    rng = np.random.default_rng(5)
+    inputs, commands, expected = _eltwise_case(rng, count)
+    tabled = (EltwiseOp.SIGMOID_FWD, EltwiseOp.SIGMOID_BWD, EltwiseOp.TANH_FWD,
+              EltwiseOp.TANH_BWD)
+    refused = [cmd[0] >> 24 in tabled for cmd in commands]
+    assert sum(refused) == 4
+    dsts = list(expected)
+    words = [w for cmd in commands for w in cmd] + encode(Opcode.END)
+    image = image_for(rng, inputs)
+    bench = Bench(image, latency=3, stall_rate=0.2, eltwise_tables=())
+    result = bench.run(words, name="sequencer_eltwise_no_tables", rng=rng)
+    touched = np.zeros(len(image), dtype=bool)
+    for dst, was_refused in zip(dsts, refused):
+        if was_refused:
+            continue
+        got = result[dst // 4:dst // 4 + count // 2]
+        np.testing.assert_array_equal(got.view(np.int16).astype(np.int64), expected[dst],
+                                      err_msg=f"ELTWISE result at 0x{dst:x}")
+        touched[dst // 4:dst // 4 + count // 2] = True
+    assert (result[~touched] == image[~touched]).all()
+    assert bench.bad_commands == 4
+
+
 def test_sequencer_gemm_then_relu():
     """A layer's forward as the compiler emits it: GEMM tiles stored by the
     DMA, then an in-place ReLU over the stored output (ELTWISE waits for the

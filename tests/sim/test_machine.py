@@ -10,7 +10,7 @@ import pytest
 
 from fecaffe_hw.fixedpoint import dequantize, quantize
 from fecaffe_hw.runtime.host_ops import HostOps
-from fecaffe_hw.runtime.isa import Opcode
+from fecaffe_hw.runtime.isa import EltwiseOp, Opcode
 from fecaffe_hw.sim.machine import Machine, MachineError
 from fecaffe_hw.sim.workload import build_workload
 
@@ -64,6 +64,11 @@ def test_machine_names_the_command_it_refuses():
         machine.run([(Opcode.NOP, {}), bad])
     with pytest.raises(MachineError, match="even, non-zero count"):
         machine.run([(Opcode.SGD_UPDATE, dict(count=3))])
+    # odd_ip has a Sigmoid and no TanH: only the Sigmoid table is built.
+    assert workload.plan.units["eltwise"]["tables"] == ["sigmoid"]
+    tanh = dict(func=EltwiseOp.TANH_FWD, src=0, aux=0, dst=0, count=2, shift=0, slope=0)
+    with pytest.raises(MachineError, match="TANH_FWD: the build has no tanh table"):
+        machine.run([(Opcode.ELTWISE, tanh)])
 
 
 @pytest.mark.parametrize("net,batch", [

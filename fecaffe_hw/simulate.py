@@ -77,8 +77,7 @@ def run_sim(args):
         "bit_exact": result.bit_exact, "mismatched_words": result.mismatched_words,
         "max_abs_err_vs_float": max_err,
         "blob_errors": {name: {"max_abs_err": e, "lsb": lsb} for name, (e, lsb) in errors.items()},
-        "host": {name: {k: v for k, v in r.items() if k != "prob"}
-                 for name, r in result.host.results.items()},
+        "host": {name: _host_summary(r) for name, r in result.host.results.items()},
         "wall_s": round(time.monotonic() - start, 3),
         "sim_wall_s": round(result.wall_s, 3),
         "build_s": round(result.build_s, 3),
@@ -101,6 +100,16 @@ def run_sim(args):
 
 _COMMAND_COLUMNS = ("index", "layer", "stage", "opcode", "issue", "wait", "cycles", "macs",
                     "utilization", "array_stall", "mem_stall", "bad")
+
+
+def _host_summary(result):
+    """A host step's scalars (loss, accuracy); a Softmax's probabilities as
+    each image's predicted class (``top1``)."""
+    summary = {k: v for k, v in result.items() if k != "prob"}
+    if "prob" in result:
+        prob = np.asarray(result["prob"])
+        summary["top1"] = [int(i) for i in prob.reshape(len(prob), -1).argmax(axis=1)]
+    return summary
 
 
 def _write_commands(path, commands):
@@ -166,4 +175,6 @@ def _print_report(r):
           f"({r['mismatched_words']} words differ); largest error vs float "
           f"{r['max_abs_err_vs_float']:.3g}{in_lsb}")
     for name, values in r["host"].items():
-        print(f"host {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        print(f"host {name}: " + ", ".join(
+            f"{k} {' '.join(map(str, v))}" if isinstance(v, list) else f"{k} {v:.4g}"
+            for k, v in values.items()))

@@ -20,8 +20,8 @@ from amaranth.hdl import Shape
 
 from ..runtime import regmap
 from ..runtime.host_ops import HostOps
-from ..cores.sequencer import TRACE_UNITS
-from ..runtime.isa import Opcode, Stage
+from ..cores.sequencer import TRACE_UNIT_OF, TRACE_UNITS
+from ..runtime.isa import OPCODE_UNIT, Opcode, Stage
 from ..runtime.link import HostLink
 from .backend import SimTimeout, open_backend
 from .machine import Machine, sgd_registers
@@ -237,10 +237,9 @@ def _decode(events):
 
 
 # The unit that finishes each opcode's commands; other opcodes finish as they issue.
-_UNIT = {Opcode.GEMM: "array", Opcode.DMA_LOAD: "dma", Opcode.DMA_STORE: "dma",
-         Opcode.ELTWISE: "eltwise", Opcode.POOL_FWD: "pool", Opcode.POOL_BWD: "pool",
-         Opcode.ACC_ADD: "update", Opcode.ACC_BIAS: "update", Opcode.SGD_UPDATE: "update"}
-assert set(_UNIT.values()) <= set(TRACE_UNITS)
+#: The trace unit that finishes each opcode's commands (the others finish as
+#: they issue).
+_UNIT = {op: TRACE_UNIT_OF[unit] for op, unit in OPCODE_UNIT.items() if unit in TRACE_UNIT_OF}
 
 
 def command_report(decoded, workload):

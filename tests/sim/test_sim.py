@@ -150,3 +150,13 @@ def test_training_iteration_bit_exact_on_pysim():
     for name in ("conv", "fc"):
         assert macs[name] == sum(c.macs for c in workload.commands if c.layer == name)
     assert macs["conv"] > 0 and macs["fc"] > 0
+
+
+def test_host_summary_gives_each_images_predicted_class():
+    """A deploy net's Softmax reports each image's top-1 class (its
+    probabilities are not printed), loss and accuracy stay scalars."""
+    from fecaffe_hw.simulate import _host_summary
+    prob = np.zeros((3, 10, 1, 1))
+    prob[0, 7], prob[1, 2], prob[2, 9] = 0.9, 0.6, 0.5
+    assert _host_summary({"prob": prob}) == {"top1": [7, 2, 9]}
+    assert _host_summary({"loss": 2.3}) == {"loss": 2.3}

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import Out
 
 from fecaffe_hw.runtime import isa
 
-from .dma import BUFFER_A, BUFFER_B, BUFFER_C, _or_tree
+from .dma import BUFFER_A, BUFFER_B, BUFFER_C
 from .eltwise import saturate
 from .memory_port import engine_members
 from .scratchpad import ScratchpadRead, ScratchpadWrite
@@ -51,10 +51,13 @@ FmapCommand = data.StructLayout({
 _GEOMETRY_SIZES = ("channels", "height", "width", "kernel_h", "kernel_w", "stride_h",
                    "stride_w", "out_h", "out_w", "images", "out_channels")
 
-# Offsets count int16 elements from byte 0 (mod 2**32 bytes); the memory word
-# of element ``off`` is ``off >> 1``, its half ``off & 1``.
-_OFF = 32
-_POS = signed(27)      # ox * stride - pad + kx and the like
+# Offsets count int16 elements from byte 0 (mod 2**32 bytes, so mod 2**31
+# elements); the memory word of element ``off`` is ``off >> 1``, its half
+# ``off & 1``.
+_OFF = 31
+_POS = signed(27)
+# Word address bits the store hazard check compares (see ``ring_word``).
+_HAZARD_BITS = 16      # ox * stride - pad + kx and the like
 
 
 class FmapDma(wiring.Component):
@@ -94,10 +97,12 @@ class FmapDma(wiring.Component):
     (16..64), the buffers' depths, and ``depth`` (a power of two), the memory
     commands and store operations in flight.
 
-    Latency: a command spends 59 cycles in set-up (the geometry's products
+    Latency: a command spends 61 cycles in set-up (the geometry's products
     on one shared, registered 32 x 16 multiplier; two restoring dividers, a
-    quotient bit per cycle, split ``col0`` and ``k0`` into map coordinates);
-    a refused one reports ``done`` 13 cycles after it is taken. The tile is
+    quotient bit per cycle, split ``col0`` and ``k0`` into map coordinates;
+    the walker's start offsets are the multiplier's products summed in one
+    accumulator); a refused one reports ``done`` 12 cycles after it is
+    taken. The tile is
     then walked row by row with incremental counters, no multiplier or
     divider in the per-element path; an element reaches the memory side two
     cycles after the walker, which runs up to four elements ahead.
@@ -109,10 +114,12 @@ class FmapDma(wiring.Component):
     word (two elements) per two cycles, and a read-modify-write only for
     words the tile covers in part; ``STORE_COL2IM`` is a read-modify-write
     per word (two memory commands), and a row re-reading a word of an
-    earlier row waits for that write's response (about ``2 L``). Measured
+    earlier row waits for that write's response (about ``2 L``; the check
+    compares 16 address bits, so a word a multiple of 2**16 words from one
+    in flight may wait too). Measured
     with ``L = 8`` (tests/cores/test_fmap_dma.py): IM2COL load of 25 x 64
-    (1 x 1 x 28 x 28 map, 5x5 kernel) 1732 cycles, 1.05 per element;
-    STORE_FMAP 20 x 8: 240 cycles; STORE_COL2IM 25 x 8: 592 cycles (rows of
+    (1 x 1 x 28 x 28 map, 5x5 kernel) 1734 cycles, 1.05 per element;
+    STORE_FMAP 20 x 8: 242 cycles; STORE_COL2IM 25 x 8: 594 cycles (rows of
     8 overlap the previous row's words, so each row waits a round trip).
     """
 
@@ -154,6 +161,13 @@ class FmapDma(wiring.Component):
         row_limit = Mux(fmap, g.out_channels, g.channels * (g.kernel_h * g.kernel_w))
         return self._legal(cmd, row_limit, g.images * (g.out_h * g.out_w))
 
+    @staticmethod
+    def _at_most(a, b):
+        """``a <= b`` for unsigned ``a`` narrower than ``b``: the compare as
+        wide as ``a``, the rest of ``b`` only tested for zero."""
+        n = len(a)
+        return (b[n:] != 0) | (a <= b[:n]) if len(b) > n else a <= b
+
     def _legal(self, cmd, row_limit, positions):
         g = cmd.geometry
         a_depth, b_depth, c_depth = (Const(d) for d in self._depths)
@@ -165,9 +179,15 @@ class FmapDma(wiring.Component):
         extent_words = Mux(cmd.transpose, cmd.cols, cmd.rows)
         shift = cmd.shift.as_signed()
         sizes_ok = Cat(getattr(g, name) != 0 for name in _GEOMETRY_SIZES).all()
+        # Words within the deepest buffer: word and extent each below
+        # 2**bits, their sum compared at bits + 1.
+        bits = max(self._depths).bit_length()
+        words_ok = ((cmd.word[bits:] == 0) & (extent_words[bits:] == 0)
+                    & (cmd.word[:bits] + extent_words[:bits] <= depth))
         return ((cmd.rows != 0) & (cmd.cols != 0) & sizes_ok
-                & (cmd.k0 + cmd.rows <= row_limit) & (cmd.col0 + cmd.cols <= positions)
-                & (extent_lanes <= lanes) & (cmd.word + extent_words <= depth)
+                & self._at_most(cmd.k0 + cmd.rows, row_limit)
+                & self._at_most(cmd.col0 + cmd.cols, positions)
+                & (extent_lanes <= lanes) & words_ok
                 & (cmd.addr[:2] == 0)
                 & Mux(store,
                       (buf == BUFFER_C) & ~cmd.transpose & (shift >= 0)
@@ -189,43 +209,53 @@ class FmapDma(wiring.Component):
         # 1x1 kernel, stride 1 and no padding, so one walker serves all modes.
         e = {name: Signal(16, name=f"eff_{name}") for name in
              ("C", "H", "W", "KH", "KW", "SH", "SW", "PH", "PW", "OH", "OW", "N")}
-        HW, CHW, P, SHW = (Signal(_OFF, name=n) for n in ("HW", "CHW", "P", "SHW"))
-        KK, PHW = Signal(16), Signal(_OFF)
+        HW, CHW, SHW = (Signal(_OFF, name=n) for n in ("HW", "CHW", "SHW"))
+        P = Signal(32)       # OH * OW: a size, not an offset
+        KK = Signal(16)
         row_limit, positions = Signal(32), Signal(48)
-        n0CHW, oy0SHW, ox0SW, c0HW, ky0W = (Signal(_OFF, name=n) for n in
-                                             ("n0CHW", "oy0SHW", "ox0SW", "c0HW", "ky0W"))
-        oy0SH = Signal(32)
 
         mul_a, mul_b = Signal(32), Signal(16)
         prod = Signal(48)
         m.d.sync += prod.eq(mul_a * mul_b)
+        # The walker's start values are sums of products; the multiplier's
+        # products are summed (mod 2**32, as the offsets) in one accumulator
+        # rather than by an adder per start value.
+        acc = Signal(_OFF)
+        acc_load, acc_sub = Signal(), Signal()
+        acc_next = (Cat(acc_sub, Mux(acc_load, 0, acc))
+                    + Cat(acc_sub, prod[:_OFF] ^ acc_sub.replicate(_OFF)))[1:_OFF + 1]
 
         # Two restoring dividers, a quotient bit per cycle: (col0 / P, then
-        # rem / OW) and (k0 / KK, then rem / KW).
-        def divider(name):
-            rem = Signal(32, name=f"{name}_rem")
-            div = Signal(48, name=f"{name}_div")     # divisor << (15 - steps done)
-            quo = Signal(16, name=f"{name}_quo")
-            trial = Signal(49, name=f"{name}_trial")
-            m.d.comb += trial.eq(rem - div)
-            return rem, div, quo, trial
+        # rem / OW) and (k0 / KK, then rem / KW). Every quotient fits 16 bits
+        # (``_legal``: col0 < N * P, k0 < C * KK, N and C below 2**16), so the
+        # dividend's high half starts in the remainder (already below the
+        # divisor) and its low half is shifted in beside the quotient bits: the
+        # trial subtraction is only as wide as the divisor.
+        divisor_low = Signal()       # second division: by OW and KW
+        def divider(name, width, first, second):
+            rem = Signal(width, name=f"{name}_rem")
+            quo = Signal(16, name=f"{name}_quo")   # dividend bits left, then quotient
+            trial = Signal(width + 2, name=f"{name}_trial")
+            m.d.comb += trial.eq(Cat(quo[15], rem) - Mux(divisor_low, second, first))
+            return rem, quo, trial
 
-        div_c = divider("div_col")
-        div_k = divider("div_row")
+        div_c = divider("div_col", 32, P, e["OW"])
+        div_k = divider("div_row", 16, KK, e["KW"])
         n0, oy0, ox0 = Signal(16), Signal(16), Signal(16)
         c0, ky0, kx0 = Signal(16), Signal(8), Signal(8)
         div_step = Signal(4)
 
-        # walker start values
-        st_oy, st_ox = Signal(16), Signal(16)
+        # walker start values (and oy0, ox0)
         st_iy, st_ix = Signal(_POS), Signal(_POS)
         st_n_off, st_oy_off, st_col_off = Signal(_OFF), Signal(_OFF), Signal(_OFF)
-        base = Signal(_OFF)
 
-        # requantisation constants (as cores/dma.py)
+        # Requantisation constants, per command: round_base = 2**(shift - 1)
+        # - 1 and, for saturation, the bits at and above ``shift + 15`` (they
+        # must all equal the sign for the shifted value to fit 16 bits). Both
+        # are thermometer codes, a LUT per bit instead of a shifter.
         shift = cur.shift[:max(1, (aw - 1).bit_length())]
-        round_base = Signal(aw + 2)
-        keep_mask = Signal(aw)
+        round_base = Signal(aw)
+        high_mask = Signal(aw + 2 - 15)         # bit i: i + 15 >= shift + 15
 
         # ---- walker --------------------------------------------------------
         gen_active = Signal()
@@ -247,16 +277,27 @@ class FmapDma(wiring.Component):
         with m.If(refused):
             m.d.comb += [self.done.eq(1), self.fault.eq(1)]
 
-        # Multiplier programs: (a, b, destination); the product of step i is
-        # captured at step i + 2, so a step may use results of step i - 3.
+        # Multiplier programs: (a, b, how, destinations); the product of step
+        # i is captured at step i + 2, so a step may use results of step i - 3.
+        # ``how``: None keeps the product itself; "load", "add", "sub" set,
+        # add it to or subtract it from the accumulator, and the destinations
+        # take the accumulator's new value.
         first_products = [
-            (e["H"], e["W"], HW), (e["OH"], e["OW"], P), (e["KH"], e["KW"], KK),
-            (e["SH"], e["W"], SHW), (e["PH"], e["W"], PHW),
-            (HW, e["C"], CHW), (KK, e["C"], row_limit), (P, e["N"], positions),
+            (e["H"], e["W"], None, [HW]), (e["OH"], e["OW"], None, [P]),
+            (e["KH"], e["KW"], None, [KK]), (e["SH"], e["W"], None, [SHW]),
+            (HW, e["C"], None, [CHW]), (KK, e["C"], None, [row_limit]),
+            (P, e["N"], None, [positions]),
         ]
+        # Row start: addr / 2 - PH * W - PW + c0 * HW + ky0 * W + kx0; column
+        # start: n0 * CHW + oy0 * SH * W + ox0 * SW, at oy0 * SH - PH, ox0 * SW - PW.
         second_products = [
-            (CHW, n0, n0CHW), (SHW, oy0, oy0SHW), (e["SH"], oy0, oy0SH),
-            (e["SW"], ox0, ox0SW), (HW, c0, c0HW), (e["W"], ky0, ky0W),
+            (CHW, n0, "load", [st_n_off]), (SHW, oy0, "add", [st_oy_off]),
+            (e["SW"], ox0, "add", [st_col_off]),
+            (e["SH"], oy0, "load", []), (e["PH"], 1, "sub", [st_iy]),
+            (e["SW"], ox0, "load", []), (e["PW"], 1, "sub", [st_ix]),
+            (cur.addr[1:], 1, "load", []), (e["PH"], e["W"], "sub", []),
+            (e["PW"], 1, "sub", []), (HW, c0, "add", [c_off, ky_off]),
+            (e["W"], ky0, "add", [ky_off, row_off]), (1, kx0, "add", [row_off]),
         ]
         step = Signal(4)
 
@@ -265,11 +306,17 @@ class FmapDma(wiring.Component):
                 for i in range(len(program) + 2):
                     with m.Case(i):
                         if i < len(program):
-                            a, b, _ = program[i]
+                            a, b, _, _ = program[i]
                             m.d.sync += [mul_a.eq(a), mul_b.eq(b)]
                         if i >= 2:
-                            dest = program[i - 2][2]
-                            m.d.sync += dest.eq(prod[:len(dest)])
+                            _, _, how, dests = program[i - 2]
+                            if how is None:
+                                m.d.sync += [d.eq(prod[:len(d)]) for d in dests]
+                            else:
+                                m.d.comb += [acc_load.eq(how == "load"),
+                                             acc_sub.eq(how == "sub")]
+                                m.d.sync += [acc.eq(acc_next),
+                                             *(d.eq(acc_next[:len(d)]) for d in dests)]
                         if i == len(program) + 1:
                             m.d.sync += step.eq(0)
                             m.next = next_state
@@ -277,11 +324,14 @@ class FmapDma(wiring.Component):
                             m.d.sync += step.eq(step + 1)
 
         def div_iterate(d):
-            rem, div, quo, trial = d
-            fits = ~trial[48]
-            with m.If(fits):
-                m.d.sync += rem.eq(trial[:32])
-            m.d.sync += [quo.eq(Cat(fits, quo[:15])), div.eq(div >> 1)]
+            rem, quo, trial = d
+            fits = ~trial[-1]
+            m.d.sync += [rem.eq(Mux(fits, trial, Cat(quo[15], rem))),
+                         quo.eq(Cat(fits, quo[:15]))]
+
+        def div_start(d, dividend):
+            rem, quo, _ = d
+            m.d.sync += [rem.eq(dividend[16:]), quo.eq(dividend[:16])]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -298,8 +348,8 @@ class FmapDma(wiring.Component):
                                         ("N", g.images, g.images)):
                     m.d.sync += e[name].eq(Mux(fmap, out, conv))
                 m.d.sync += [
-                    round_base.eq(Mux(shift == 0, 0, ((Const(1, aw + 2) << shift) >> 1) - 1)),
-                    keep_mask.eq(Mux(shift == 0, 0, Const(1, aw) << shift)),
+                    round_base.eq(Cat(shift > i + 1 for i in range(aw))),
+                    high_mask.eq(Cat(shift <= i for i in range(len(high_mask)))),
                     step.eq(0), fault.eq(0), last_ok.eq(0),
                 ]
                 m.next = "PRODUCTS"
@@ -307,11 +357,9 @@ class FmapDma(wiring.Component):
                 run_products(first_products, "CHECK")
             with m.State("CHECK"):
                 with m.If(self._legal(cur, row_limit, positions)):
-                    m.d.sync += [
-                        div_c[0].eq(cur.col0), div_c[1].eq(P << 15),
-                        div_k[0].eq(cur.k0), div_k[1].eq(KK << 15),
-                        div_step.eq(0),
-                    ]
+                    div_start(div_c, cur.col0)
+                    div_start(div_k, cur.k0)
+                    m.d.sync += [divisor_low.eq(0), div_step.eq(0)]
                     m.next = "DIVIDE_HIGH"
                 with m.Else():
                     m.d.sync += [refused.eq(1), busy.eq(0)]
@@ -323,9 +371,10 @@ class FmapDma(wiring.Component):
                 with m.If(div_step == 15):
                     m.next = "DIVIDE_SWITCH"
             with m.State("DIVIDE_SWITCH"):
-                # The remainders stay in ``rem``; the second divisions split them.
-                m.d.sync += [n0.eq(div_c[2]), c0.eq(div_k[2]),
-                             div_c[1].eq(e["OW"] << 15), div_k[1].eq(e["KW"] << 15)]
+                # The second divisions split the remainders.
+                m.d.sync += [n0.eq(div_c[1]), c0.eq(div_k[1]), divisor_low.eq(1)]
+                div_start(div_c, div_c[0])
+                div_start(div_k, div_k[0])
                 m.next = "DIVIDE_LOW"
             with m.State("DIVIDE_LOW"):
                 div_iterate(div_c)
@@ -334,33 +383,15 @@ class FmapDma(wiring.Component):
                 with m.If(div_step == 15):
                     m.next = "COORDS"
             with m.State("COORDS"):
-                m.d.sync += [oy0.eq(div_c[2]), ox0.eq(div_c[0]),
-                             ky0.eq(div_k[2]), kx0.eq(div_k[0]), step.eq(0)]
+                m.d.sync += [oy0.eq(div_c[1]), ox0.eq(div_c[0]),
+                             ky0.eq(div_k[1]), kx0.eq(div_k[0]), step.eq(0)]
                 m.next = "PRODUCTS2"
             with m.State("PRODUCTS2"):
-                run_products(second_products, "INIT1")
-            with m.State("INIT1"):
+                run_products(second_products, "START")
+            with m.State("START"):
                 m.d.sync += [
-                    st_oy_off.eq(n0CHW + oy0SHW),
-                    st_iy.eq(oy0SH - e["PH"]),
-                    st_ix.eq(ox0SW - e["PW"]),
-                    base.eq((cur.addr >> 1) - PHW),
-                    st_n_off.eq(n0CHW), st_oy.eq(oy0), st_ox.eq(ox0),
-                ]
-                m.next = "INIT2"
-            with m.State("INIT2"):
-                m.d.sync += [st_col_off.eq(st_oy_off + ox0SW), base.eq(base - e["PW"])]
-                m.next = "INIT3"
-            with m.State("INIT3"):
-                m.d.sync += [c_off.eq(base + c0HW), ky_off.eq(base + c0HW)]
-                m.next = "INIT4"
-            with m.State("INIT4"):
-                m.d.sync += [ky_off.eq(c_off + ky0W), row_off.eq(c_off + ky0W)]
-                m.next = "INIT5"
-            with m.State("INIT5"):
-                m.d.sync += [
-                    row_off.eq(ky_off + kx0), kx.eq(kx0), ky.eq(ky0),
-                    ox.eq(st_ox), oy.eq(st_oy), ix_base.eq(st_ix), iy_base.eq(st_iy),
+                    kx.eq(kx0), ky.eq(ky0),
+                    ox.eq(ox0), oy.eq(oy0), ix_base.eq(st_ix), iy_base.eq(st_iy),
                     n_off.eq(st_n_off), oy_off.eq(st_oy_off), col_off.eq(st_col_off),
                     w_r.eq(0), w_c.eq(0), gen_active.eq(1),
                 ]
@@ -378,8 +409,12 @@ class FmapDma(wiring.Component):
         # Element offset = row_off + col_off, at (iy_base + ky, ix_base + kx).
         # The walker fires on credit (registered state only), so the memory
         # side's handshakes never reach the walker's clock enables.
-        elem_layout = data.StructLayout({"inside": 1, "word": 30, "half": 1, "lane": 16,
-                                         "baddr": 24, "last": 1})
+        # A legal tile's lanes and buffer words are within the buffers, so the
+        # pipeline carries them only as wide as the largest buffer needs.
+        lane_bits = max(1, (max(self.rows, self.cols) - 1).bit_length())
+        baddr_bits = max(1, (max(self._depths) - 1).bit_length())
+        elem_layout = data.StructLayout({"inside": 1, "word": 30, "half": 1,
+                                         "lane": lane_bits, "baddr": baddr_bits, "last": 1})
         m.submodules.elems = elems = SyncFIFO(width=elem_layout.size, depth=4)
         e1_valid = Signal()
         e2_valid, e2_take = elems.r_rdy, Signal()
@@ -389,7 +424,7 @@ class FmapDma(wiring.Component):
         with m.If(gen_fire):
             with m.If(row_end):
                 m.d.sync += [w_c.eq(0), w_r.eq(w_r + 1),
-                             ox.eq(st_ox), oy.eq(st_oy), ix_base.eq(st_ix), iy_base.eq(st_iy),
+                             ox.eq(ox0), oy.eq(oy0), ix_base.eq(st_ix), iy_base.eq(st_iy),
                              n_off.eq(st_n_off), oy_off.eq(st_oy_off), col_off.eq(st_col_off)]
                 with m.If(w_r + 1 == cur.rows):
                     m.d.sync += gen_active.eq(0)
@@ -421,20 +456,23 @@ class FmapDma(wiring.Component):
         # the way into ``elems``.
         e1_iy, e1_ix = Signal(_POS), Signal(_POS)
         e1_off = Signal(_OFF)
-        e1_r, e1_c = Signal(16), Signal(16)
+        e1_lane, e1_baddr = Signal(lane_bits), Signal(baddr_bits)
         e1_last = Signal()
         m.d.sync += e1_valid.eq(gen_fire)
         with m.If(gen_fire):
             m.d.sync += [e1_iy.eq(iy_base + ky), e1_ix.eq(ix_base + kx),
-                         e1_off.eq(row_off + col_off), e1_r.eq(w_r), e1_c.eq(w_c),
+                         e1_off.eq(row_off + col_off),
+                         e1_lane.eq(Mux(cur.transpose, w_r, w_c)),
+                         e1_baddr.eq(cur.word + Mux(cur.transpose, w_c, w_r)),
                          e1_last.eq(row_end & (w_r + 1 == cur.rows))]
         ew = elem_layout(elems.w_data)
         m.d.comb += [
             elems.w_en.eq(e1_valid),
-            ew.inside.eq((e1_iy >= 0) & (e1_iy < e["H"]) & (e1_ix >= 0) & (e1_ix < e["W"])),
-            ew.word.eq(e1_off[1:31]), ew.half.eq(e1_off[0]),
-            ew.lane.eq(Mux(cur.transpose, e1_r, e1_c)),
-            ew.baddr.eq(cur.word + Mux(cur.transpose, e1_c, e1_r)),
+            # 0 <= iy < H, H below 2**16: as iy's high bits zero, a 16-bit compare.
+            ew.inside.eq((e1_iy[16:] == 0) & (e1_iy[:16] < e["H"])
+                         & (e1_ix[16:] == 0) & (e1_ix[:16] < e["W"])),
+            ew.word.eq(e1_off[1:]), ew.half.eq(e1_off[0]),
+            ew.lane.eq(e1_lane), ew.baddr.eq(e1_baddr),
             ew.last.eq(e1_last),
         ]
         er = elem_layout(elems.r_data)
@@ -478,7 +516,7 @@ class FmapDma(wiring.Component):
         # Reads are issued ahead of the data through ``pending``; the last word
         # requested is not requested again.
         pending_layout = data.StructLayout({"need": 1, "half": 1, "inside": 1,
-                                            "lane": 16, "baddr": 24})
+                                            "lane": lane_bits, "baddr": baddr_bits})
         m.submodules.pending = pending = SyncFIFO(width=pending_layout.size, depth=depth)
         last_word = Signal(30)
         need = e2_inside & ~(last_ok & (last_word == e2_word))
@@ -516,7 +554,7 @@ class FmapDma(wiring.Component):
 
         # ---- stores: read C, requantise, merge into words, RMW -------------
         pend, capture = Signal(), Signal()
-        pend_pick = Signal(self.cols)
+        pend_lane = Signal(lane_bits)
         meta = data.StructLayout({"word": 30, "half": 1, "inside": 1, "last": 1})
         pend_meta = Signal(meta)
         x_valid, x_adv = Signal(), Signal()
@@ -534,7 +572,7 @@ class FmapDma(wiring.Component):
         m.d.comb += e2_take.eq(Mux(storing_cmd, st_take, ld_take))
         with m.If(st_take):
             m.d.sync += [pend.eq(1),
-                         pend_pick.eq(Cat(e2_lane == j for j in range(self.cols))),
+                         pend_lane.eq(e2_lane),
                          pend_meta.word.eq(e2_word), pend_meta.half.eq(e2_half),
                          pend_meta.inside.eq(e2_inside), pend_meta.last.eq(e2_last)]
         with m.Elif(capture):
@@ -547,19 +585,27 @@ class FmapDma(wiring.Component):
         ]
         with m.If(capture):
             m.d.sync += [x_valid.eq(1), x_meta.eq(pend_meta),
-                         x_val.eq(_or_tree([Mux(pend_pick[j], self.c_read.data[j], 0)
-                                            for j in range(self.cols)]))]
+                         x_val.eq(self.c_read.data[pend_lane])]
         with m.Elif(x_adv):
             m.d.sync += x_valid.eq(0)
+        # Only 16 bits of ``y_sum >> shift`` are kept, so the shifter is built
+        # most significant stage first, each stage just as wide as the later
+        # ones read; the bits above are checked with ``high_mask`` instead.
+        y_sign = y_sum[-1]
+        y_low = Cat(y_sum[i] if i < len(y_sum) else y_sign for i in range(16 + 2**len(shift) - 1))
+        for k in reversed(range(len(shift))):
+            width = 16 + 2**k - 1
+            y_low = Mux(shift[k], y_low[2**k:2**k + width], y_low[:width])
+        overflow = ((y_sum[15:] ^ y_sign.replicate(len(high_mask))) & high_mask).any()
         with m.If(x_adv):
-            kept = (x_val.as_unsigned() & keep_mask).any()
+            kept = (shift != 0) & x_val.as_unsigned().bit_select(shift, 1)
             m.d.sync += [y_valid.eq(1), y_meta.eq(x_meta),
                          y_sum.eq(x_val + round_base + kept)]
         with m.Elif(y_adv):
             m.d.sync += y_valid.eq(0)
         with m.If(y_adv):
             m.d.sync += [z_valid.eq(1), z_meta.eq(y_meta),
-                         z_val.eq(saturate(y_sum >> shift, 16))]
+                         z_val.eq(Mux(overflow, Mux(y_sign, -0x8000, 0x7fff), y_low))]
         with m.Elif(z_adv):
             m.d.sync += z_valid.eq(0)
 
@@ -605,11 +651,16 @@ class FmapDma(wiring.Component):
         with m.Elif(i_adv):
             m.d.sync += i_valid.eq(0)
 
-        ring_word = [Signal(30, name=f"ring_word{j}") for j in range(depth)]
+        # The ring keeps only the low bits of each word: a match on them is
+        # conservative (an operation may wait for an unrelated write whose
+        # word differs by a multiple of 2**_HAZARD_BITS words, in practice
+        # never within one tile's few rows in flight), a mismatch exact.
+        ring_word = [Signal(_HAZARD_BITS, name=f"ring_word{j}") for j in range(depth)]
         ring_busy = Signal(depth)
         ring_head = Signal(range(depth))
         ring_tail = Signal(range(depth))
-        hazard = Cat(ring_busy[j] & (ring_word[j] == i_word) for j in range(depth)).any()
+        hazard = Cat(ring_busy[j] & (ring_word[j] == i_word[:_HAZARD_BITS])
+                     for j in range(depth)).any()
         ring_full = ring_busy.bit_select(ring_tail, 1)
         i_need = col2im | (i_mask != 0b11)
         m.submodules.ops = ops = SyncFIFO(width=30 + 2 + 32 + 1, depth=depth)
@@ -622,7 +673,7 @@ class FmapDma(wiring.Component):
             with m.Switch(ring_tail):
                 for j in range(depth):
                     with m.Case(j):
-                        m.d.sync += ring_word[j].eq(i_word)
+                        m.d.sync += ring_word[j].eq(i_word[:_HAZARD_BITS])
         clear = Signal(depth)
         m.d.comb += clear.eq(Mux(resp_write, Const(1, depth) << ring_head, 0)[:depth])
         setb = Signal(depth)

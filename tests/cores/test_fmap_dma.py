@@ -233,6 +233,36 @@ def test_fmap_dma_loads():
     assert not any(write for _, _, write in bench.mem.commands)
 
 
+def test_fmap_dma_large_coordinates():
+    """Set-up divisions whose quotients use all 16 bits (image 65534) and a
+    high channel; the map reaches far into memory."""
+    rng = np.random.default_rng(11)
+    words = random_words(rng, 40 * 1024)
+    bench = Bench(words, rng)
+    cases = [  # (geometry, mode, k0, col0, rows, cols)
+        (geometry(1, 1, 1, 1, 1, 1, 1, 0, 0, 65535, 1), FmapMode.LOAD_IM2COL, 0, 65528, 1, 7),
+        (geometry(5, 2, 2, 1, 2, 1, 1, 0, 0, 4000, 3), FmapMode.LOAD_IM2COL, 7, 7993, 3, 7),
+        (geometry(1, 1, 1, 1, 1, 1, 1, 0, 0, 20, 3000), FmapMode.LOAD_FMAP, 2993, 13, 7, 7),
+    ]
+
+    async def run(ctx):
+        for g, mode, k0, col0, rows, cols in cases:
+            im2col = mode == FmapMode.LOAD_IM2COL
+            fault, _ = await bench.run(ctx, command(mode, g, addr=X_ADDR, k0=k0, col0=col0,
+                                                    rows=rows, cols=cols, buffer=BUFFER_A,
+                                                    transpose=1))
+            assert not fault
+            shape = ((g.images, g.channels, g.height, g.width) if im2col
+                     else (g.images, g.out_channels, g.out_h, g.out_w))
+            x = map_view(words, X_ADDR, shape)
+            want = (im2col_tile(x, g, k0, col0, rows, cols) if im2col
+                    else fmap_tile(x, g, k0, col0, rows, cols)).T
+            got = await bench.read(ctx, BUFFER_A, range(cols))
+            assert (got[:, :rows] == want).all(), (mode, k0, col0)
+
+    bench.simulate(run, "fmap_dma_large_coordinates")
+
+
 def test_fmap_dma_stores():
     rng = np.random.default_rng(2)
     words = random_words(rng, 1024)

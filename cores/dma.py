@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .memory_port import MAX_BURST_WORDS, MemoryPort
-from .eltwise import saturate
+from .eltwise import shift_saturate, shift_saturate_mask
 from .scratchpad import ScratchpadRead, ScratchpadWrite
 
 __all__ = ["Dma", "DmaCommand", "BUFFER_A", "BUFFER_B", "BUFFER_C", "BUFFER_BIAS"]
@@ -348,7 +348,9 @@ class Dma(wiring.Component):
         # reaches X.
         round_base = Signal(aw + 2)          # 2**(shift-1) - 1, 0 for shift 0
         keep_mask = Signal(aw)               # the lsb kept, 0 for shift 0
+        high_mask = Signal(aw + 2 - dw + 1)  # bits that must copy the sign to fit dw
         m.d.sync += [
+            high_mask.eq(shift_saturate_mask(shift, aw + 2, dw)),
             round_base.eq(Mux(shift == 0, 0, ((Const(1, aw + 2) << shift) >> 1) - 1)),
             keep_mask.eq(Mux(shift == 0, 0, Const(1, aw) << shift)),
         ]
@@ -362,10 +364,8 @@ class Dma(wiring.Component):
 
         filled = Signal(32)
         for s in range(per_word):
-            rounded = Signal(signed(aw + 2), name=f"rounded{s}")
-            m.d.comb += rounded.eq(y_sum[s] >> shift)
             narrow = Signal(signed(dw), name=f"narrow{s}")
-            m.d.comb += narrow.eq(saturate(rounded, dw))
+            m.d.comb += narrow.eq(shift_saturate(y_sum[s], shift, high_mask, dw))
             m.d.comb += filled.word_select(s, dw).eq(
                 Mux(whole | (y_slot == s), narrow, pack.word_select(s, dw)))
         with m.If(y_adv):

@@ -12,7 +12,7 @@ from fecaffe_hw.fixedpoint.activation import (
 from fecaffe_hw.fixedpoint.format import Format
 
 __all__ = ["Eltwise", "EltwiseOp", "TABLES", "TABLE_OPS", "table_names", "wide_frac",
-           "round_half_even", "saturate"]
+           "round_half_even", "saturate", "shift_saturate", "shift_saturate_mask"]
 
 #: The activations that need a table ROM, in ROM order.
 TABLES = ("sigmoid", "tanh")
@@ -49,6 +49,30 @@ def saturate(value, bits):
         return value
     hi, lo = (1 << (bits - 1)) - 1, -(1 << (bits - 1))
     return Mux(value > hi, hi, Mux(value < lo, lo, value))[:bits].as_signed()
+
+
+def shift_saturate_mask(shift, value_width, bits):
+    """Expression: the per-command mask :func:`shift_saturate` checks, ones
+    where ``value`` bit ``bits - 1 + i`` lies at or above ``shift + bits -
+    1`` (a thermometer code: a LUT per bit, no shifter). Register it."""
+    return Cat(shift <= i for i in range(value_width - bits + 1))
+
+
+def shift_saturate(value, shift, mask, bits):
+    """Expression: ``saturate(value >> shift, bits)`` for a run-time
+    ``shift``, small in logic: only the ``bits`` kept go through the shifter
+    (built most significant stage first, each stage as wide as the later
+    ones read), and the bits above them are checked against the sign through
+    ``mask`` (:func:`shift_saturate_mask`) instead of comparing the whole
+    shifted value."""
+    sign = value[-1]
+    low = Cat(value[i] if i < len(value) else sign for i in range(bits + 2**len(shift) - 1))
+    for k in reversed(range(len(shift))):
+        width = bits + 2**k - 1
+        low = Mux(shift[k], low[2**k:2**k + width], low[:width])
+    overflow = ((value[bits - 1:] ^ sign.replicate(len(mask))) & mask).any()
+    hi, lo = (1 << (bits - 1)) - 1, -(1 << (bits - 1))
+    return Mux(overflow, Mux(sign, lo, hi), low.as_signed())[:bits].as_signed()
 
 
 def round_half_even(value, shift):

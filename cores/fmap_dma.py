@@ -13,7 +13,7 @@ from amaranth.lib.wiring import Out
 from fecaffe_hw.runtime import isa
 
 from .dma import BUFFER_A, BUFFER_B, BUFFER_C
-from .eltwise import saturate
+from .eltwise import saturate, shift_saturate, shift_saturate_mask
 from .memory_port import engine_members
 from .scratchpad import ScratchpadRead, ScratchpadWrite
 
@@ -349,7 +349,7 @@ class FmapDma(wiring.Component):
                     m.d.sync += e[name].eq(Mux(fmap, out, conv))
                 m.d.sync += [
                     round_base.eq(Cat(shift > i + 1 for i in range(aw))),
-                    high_mask.eq(Cat(shift <= i for i in range(len(high_mask)))),
+                    high_mask.eq(shift_saturate_mask(shift, aw + 2, 16)),
                     step.eq(0), fault.eq(0), last_ok.eq(0),
                 ]
                 m.next = "PRODUCTS"
@@ -588,15 +588,6 @@ class FmapDma(wiring.Component):
                          x_val.eq(self.c_read.data[pend_lane])]
         with m.Elif(x_adv):
             m.d.sync += x_valid.eq(0)
-        # Only 16 bits of ``y_sum >> shift`` are kept, so the shifter is built
-        # most significant stage first, each stage just as wide as the later
-        # ones read; the bits above are checked with ``high_mask`` instead.
-        y_sign = y_sum[-1]
-        y_low = Cat(y_sum[i] if i < len(y_sum) else y_sign for i in range(16 + 2**len(shift) - 1))
-        for k in reversed(range(len(shift))):
-            width = 16 + 2**k - 1
-            y_low = Mux(shift[k], y_low[2**k:2**k + width], y_low[:width])
-        overflow = ((y_sum[15:] ^ y_sign.replicate(len(high_mask))) & high_mask).any()
         with m.If(x_adv):
             kept = (shift != 0) & x_val.as_unsigned().bit_select(shift, 1)
             m.d.sync += [y_valid.eq(1), y_meta.eq(x_meta),
@@ -605,7 +596,7 @@ class FmapDma(wiring.Component):
             m.d.sync += y_valid.eq(0)
         with m.If(y_adv):
             m.d.sync += [z_valid.eq(1), z_meta.eq(y_meta),
-                         z_val.eq(Mux(overflow, Mux(y_sign, -0x8000, 0x7fff), y_low))]
+                         z_val.eq(shift_saturate(y_sum, shift, high_mask, 16))]
         with m.Elif(z_adv):
             m.d.sync += z_valid.eq(0)
 

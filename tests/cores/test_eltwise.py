@@ -160,3 +160,37 @@ def test_parameter_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Eltwise(**args)
 
+
+
+@pytest.mark.parametrize("value_bits, bits, shift_bits", [(50, 16, 6), (20, 8, 4), (9, 8, 3)])
+def test_shift_saturate_matches_numpy(value_bits, bits, shift_bits):
+    """The narrow shifter with a mask-checked overflow equals saturating the
+    whole shifted value, for every shift and values near each boundary."""
+    from amaranth.hdl import Module, Signal, signed
+    from amaranth.sim import Simulator
+
+    from fecaffe_hw.cores.eltwise import shift_saturate, shift_saturate_mask
+
+    value, shift = Signal(signed(value_bits)), Signal(shift_bits)
+    out = Signal(signed(bits))
+    m = Module()
+    m.d.comb += out.eq(shift_saturate(value, shift, shift_saturate_mask(shift, value_bits, bits),
+                                      bits))
+    rng = np.random.default_rng(value_bits)
+    lo, hi = -(1 << (value_bits - 1)), (1 << (value_bits - 1)) - 1
+    cases = []
+    for s in range(1 << shift_bits):
+        edges = [(1 << (bits - 1 + s)) + d for d in (-1, 0, 1)]
+        for v in [0, lo, hi, *edges, *(-e for e in edges), *rng.integers(lo, hi + 1, 8)]:
+            cases.append((int(np.clip(v, lo, hi)), s))
+
+    async def bench(ctx):
+        for v, s in cases:
+            ctx.set(value, v)
+            ctx.set(shift, s)
+            want = int(np.clip(v >> s, -(1 << (bits - 1)), (1 << (bits - 1)) - 1))
+            assert ctx.get(out) == want, (v, s)
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()

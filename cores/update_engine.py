@@ -31,7 +31,7 @@ from fecaffe_hw.fixedpoint.update import (BIAS_SUM_BITS, CONSTANT_MAX, DIFF_BITS
                                           NORM_MUL_MAX)
 from fecaffe_hw.runtime import isa
 
-from .eltwise import saturate
+from .eltwise import saturate, shift_saturate, shift_saturate_mask
 from .memory_port import MAX_BURST_WORDS, engine_members
 from .scratchpad import ScratchpadRead
 
@@ -111,17 +111,23 @@ class _Requantize:
             sticky_mask.eq(Cat(i < rs for i in range(width))),
         ]
         x = Signal(signed(width), name=f"{name}_x")
-        y = Signal(signed(width), name=f"{name}_y")
+        y = Signal(signed(out_bits + 2), name=f"{name}_y")
         sticky = Signal(name=f"{name}_sticky")
         xs = Signal(signed(out_bits + 1), name=f"{name}_xs")
-        q = Signal(signed(width), name=f"{name}_q")
+        q = Signal(signed(out_bits + 2), name=f"{name}_q")
         z = Signal(signed(2 * out_bits + 1), name=f"{name}_z")
         q_sat = Signal(signed(out_bits), name=f"{name}_q_sat")
         z_sat = Signal(signed(out_bits), name=f"{name}_z_sat")
         self.result = Signal(signed(out_bits), name=f"{name}_out")
+        # y keeps out_bits + 2 bits of x >> rs (round bit, result, and one
+        # to see the rounding overflow), saturated: a saturated y still
+        # saturates the result the same way after rounding.
+        y_mask = Signal(width - out_bits - 1, name=f"{name}_y_mask")
+        m.d.sync += y_mask.eq(shift_saturate_mask(rs, width, out_bits + 2))
         m.d.sync += [
             x.eq(value),
-            y.eq(x >> rs), sticky.eq((x.as_unsigned() & sticky_mask) != 0),
+            y.eq(shift_saturate(x, rs, y_mask, out_bits + 2)),
+            sticky.eq((x.as_unsigned() & sticky_mask) != 0),
             xs.eq(saturate(x, out_bits + 1)),
             # Round half to even: up if the round bit is set and the rest
             # (sticky) or the kept lsb is.
@@ -321,6 +327,7 @@ class UpdateEngine(wiring.Component):
         hs = Signal(6)              # history rounding shift, 17..32
         ws = Signal(6)              # weight rounding shift, 0..32
         h_mask, w_mask = Signal(32), Signal(32)
+        h_fit_mask = Signal(_SUM_BITS + 1 - 17 - 15)
         with m.If(setup):
             m.d.sync += [
                 a.eq(cur.grad_frac - cur.weight_frac - 2),
@@ -333,6 +340,7 @@ class UpdateEngine(wiring.Component):
                 hs.eq(Mux(b < 0, 17 - b, 17)),
                 ws.eq(cur.history_frac - cur.weight_frac),
                 h_mask.eq((Const(1, 33) << hs) - 1),
+                h_fit_mask.eq(shift_saturate_mask((hs - 17)[:4], _SUM_BITS + 1 - 17, 16)),
                 w_mask.eq((Const(1, 33) << ws) - 1),
             ]
 
@@ -640,7 +648,7 @@ class UpdateEngine(wiring.Component):
         m.d.sync += [h14.eq(h_sum + (n1 & h_mask)), wn14.eq(n2 & w_mask), wn15.eq(wn14)]
         # hs = 17 + (0..15): a constant then a 4-bit variable shift.
         h15 = Signal(signed(16))
-        m.d.sync += h15.eq(saturate((h14 >> 17) >> (hs - 17)[:4], 16))
+        m.d.sync += h15.eq(shift_saturate(h14 >> 17, (hs - 17)[:4], h_fit_mask, 16))
         # Stages 16..18: stochastic_round((w << ws) - h', ws) is
         # w + ((r - h') >> ws), as w << ws has no bits below ws (and r is 0
         # when ws is 0); saturated.

@@ -25,8 +25,8 @@ from amaranth.lib.fifo import SyncFIFO
 from fecaffe_hw.fixedpoint.format import Format
 from fecaffe_hw.runtime import isa
 
-from .eltwise import (TABLE_OPS, TABLES, Eltwise, EltwiseOp, saturate, table_names,
-                      wide_frac)
+from .eltwise import (TABLE_OPS, TABLES, Eltwise, EltwiseOp, shift_saturate,
+                      shift_saturate_mask, table_names, wide_frac)
 from .memory_port import MAX_BURST_WORDS, engine_members
 
 __all__ = ["EltwiseEngine", "EltwiseCommand", "ISA_OPS", "ELEMENT_WIDTH", "ENGINE_SLOPE_FORMAT"]
@@ -275,18 +275,29 @@ class EltwiseEngine(wiring.Component):
         out_left = Signal(31)
         m.d.comb += [mem.w.valid.eq(w_valid), mem.w.payload.eq(w_reg),
                      out.ready.eq(~w_valid | mem.w.ready)]
-        shift = cur.shift
-        half = (Const(1, _MAX_SHIFT + 2) << shift)[1:]      # 2**(shift-1), 0 for shift 0
+        # The core's result is 48 bits, so a shift beyond 49 rounds to 0 as
+        # 49 does: clamped, the rounding sum fits 50 bits. The rounding
+        # constant (2**(shift-1) - 1) and the saturation mask depend on the
+        # command only: registers, thermometer codes.
+        width = len(out.payload[0]) + 2
+        shift = Signal(range(width))
+        round_base = Signal(width - 1)
+        sat_mask = Signal(width - ew + 1)
+        m.d.sync += [
+            shift.eq(Mux(cur.shift > width - 1, width - 1, cur.shift)),
+            round_base.eq(Cat(shift > i + 1 for i in range(width - 1))),
+            sat_mask.eq(shift_saturate_mask(shift, width, ew)),
+        ]
         packed = []
         for lane in range(2):
-            ext = Signal(signed(_MAX_SHIFT + 2), name=f"wide{lane}")
+            ext = Signal(signed(width), name=f"wide{lane}")
             m.d.comb += ext.eq(out.payload[lane])
             # as_unsigned: a variable bit select of a signed value becomes a
             # signed $shiftx, which CXXRTL evaluates unlike Amaranth's simulator.
-            bias = Mux(shift == 0, 0, half - 1 + ext.as_unsigned().bit_select(shift, 1))
-            rounded = Signal(signed(_MAX_SHIFT + 3), name=f"rounded{lane}")
-            m.d.comb += rounded.eq((ext + bias) >> shift)
-            packed.append(saturate(rounded, ew))
+            kept = (shift != 0) & ext.as_unsigned().bit_select(shift, 1)
+            total = Signal(signed(width), name=f"rounding{lane}")
+            m.d.comb += total.eq(ext + round_base + kept)
+            packed.append(shift_saturate(total, shift, sat_mask, ew))
         with m.If(out.valid & out.ready):
             m.d.sync += [w_reg.eq(Cat(*packed)), w_valid.eq(1)]
         with m.Elif(mem.w.ready):

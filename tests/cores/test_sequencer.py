@@ -492,6 +492,32 @@ def test_sequencer_without_tables_refuses_sigmoid_and_tanh():
     assert bench.bad_commands == 4
 
 
+def test_sequencer_eltwise_far_right_shifts():
+    """Requantisation by shifts up to the engine's limit (total 63, beyond
+    the core's 48-bit result), ties included: round half to even, then 0."""
+    count = 8
+    rng = np.random.default_rng(9)
+    x = rng.integers(-2**15, 2**15, count)
+    x[:4] = [3 << 13, -(3 << 13), 1 << 13, -(1 << 13)]     # ties at shift 14
+    inputs = [(0, x)]
+    shifts = [14, 16, 30, 47]
+    commands, expected = [], {}
+    for i, shift in enumerate(shifts):
+        dst = 0x100 + 0x40 * i
+        commands.append(encode(Opcode.ELTWISE, func=EltwiseOp.REQUANT, src=0, dst=dst,
+                               count=count, shift=shift, layer=1, stage=1))
+        expected[dst] = requantize(x, shift, Format(16, 0))
+    assert any(expected[0x100] != 0) and not any(expected[0x100 + 0x40 * 3])
+    words = [w for cmd in commands for w in cmd] + encode(Opcode.END)
+    bench = Bench(image_for(rng, inputs), latency=3, stall_rate=0.2)
+    result = bench.run(words, name="sequencer_eltwise_far_shifts", rng=rng)
+    for dst, want in expected.items():
+        got = result[dst // 4:dst // 4 + count // 2]
+        np.testing.assert_array_equal(got.view(np.int16).astype(np.int64), want,
+                                      err_msg=f"REQUANT into 0x{dst:x}")
+    assert bench.bad_commands == 0
+
+
 def test_sequencer_gemm_then_relu():
     """A layer's forward as the compiler emits it: GEMM tiles stored by the
     DMA, then an in-place ReLU over the stored output (ELTWISE waits for the

@@ -1,13 +1,23 @@
 """On-chip im2col: a line buffer that turns a pixel stream into window vectors."""
 
-from amaranth import Array, Cat, Module, Mux, Shape, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from fecaffe_hw.fixedpoint.windows import window_geometry
 
-__all__ = ["LineBuffer", "WindowParameters"]
+__all__ = ["LineBuffer", "WindowParameters", "inside_axis"]
+
+
+def inside_axis(origin, k, pad, size, stride, count):
+    """Expression: whether window row (column) ``k`` of the window at padded
+    ``origin`` (one of ``o * stride``, ``o < count``) is inside the image; a
+    constant 1 when no window position puts it in the padding, so no position
+    counter or compare is built for nothing."""
+    if all(pad <= o * stride + k < size + pad for o in range(count)):
+        return Const(1)
+    return (origin + k >= pad) & (origin + k < size + pad)
 
 
 class WindowParameters:
@@ -188,8 +198,8 @@ class LineBuffer(WindowParameters, wiring.Component):
         with m.If(advance):
             m.d.sync += [
                 sel_slot.eq(slot0), sel_r.eq(r0),
-                row_ok.eq(Cat(((y0 + ky >= ph) & (y0 + ky < height + ph)) for ky in range(kh))),
-                col_ok.eq(Cat(((x0 + kx >= pw) & (x0 + kx < width + pw)) for kx in range(kw))),
+                row_ok.eq(Cat(inside_axis(y0, ky, ph, height, sh, oh) for ky in range(kh))),
+                col_ok.eq(Cat(inside_axis(x0, kx, pw, width, sw, ow) for kx in range(kw))),
             ]
         # Two small muxes per value instead of one (slots * kw)-way mux: pick
         # each window row's slot for all kw banks, then rotate the columns.

@@ -34,7 +34,6 @@ from fecaffe_hw.fixedpoint.pooling import overlap_count
 from fecaffe_hw.fixedpoint.windows import window_geometry
 from fecaffe_hw.runtime import isa
 
-from .eltwise import saturate
 from .line_buffer import LineBuffer
 from .memory_port import MAX_BURST_WORDS, engine_members
 from .pooling import Pooling, PoolingBackward, PoolKind
@@ -117,6 +116,57 @@ def _backward_shape(geometry):
                   .bit_length())
 
 
+def _requantise(m, value, shift):
+    """``saturate(shift_round(value, shift), 16)`` for ``shift[:4]`` right
+    (``shift >= 0``) or ``(-shift)[:4]`` left, as one multiply by a power of
+    two: ``shift`` is fixed for a whole command, so a DSP stands in for two
+    wide variable shifters. A right shift by ``r`` is a multiply by
+    ``2**(15 - r)`` whose low 15 bits are the fraction to round."""
+    left = shift < 0
+    scale = Signal(MAX_SHIFT + 1)
+    m.d.comb += scale.eq(Mux(left, Const(1, MAX_SHIFT + 1) << (-shift)[:4],
+                             Const(1 << MAX_SHIFT, MAX_SHIFT + 1) >> shift[:4]))
+    product = Signal(signed(len(value) + MAX_SHIFT + 2))
+    m.d.comb += product.eq(value * scale)
+    whole = product[MAX_SHIFT:].as_signed()
+    fraction = product[:MAX_SHIFT]
+    # Above half, or exactly half and odd: bit tests, no compare.
+    up = fraction[-1] & ((fraction[:-1] != 0) | whole[0])
+    rounded = Signal(signed(len(value) + 1))
+    m.d.comb += rounded.eq(whole + up)
+
+    # Saturate by sign bits: a value fits 16 bits when its bits 15 and up
+    # agree; only the 16 result bits pass the left/right mux.
+    def fits(v):
+        top = v[ELEMENT_WIDTH - 1:]
+        return (top == 0) | (top == (1 << len(top)) - 1)
+    ok = Mux(left, fits(product), fits(rounded))
+    negative = Mux(left, product[-1], rounded[-1])
+    limit = Mux(negative, Const(1 << (ELEMENT_WIDTH - 1), ELEMENT_WIDTH),
+                Const((1 << (ELEMENT_WIDTH - 1)) - 1, ELEMENT_WIDTH))
+    return Mux(ok, Mux(left, product[:ELEMENT_WIDTH], rounded[:ELEMENT_WIDTH]),
+               limit).as_signed()
+
+
+def _countdown(width):
+    """A down counter stored as its one's complement (counting up): on the
+    Xilinx carry chain a decrement costs an inverter per bit, an increment
+    none. ``~n`` loads ``n``, ``+ 1`` takes one away, ``init`` reads 0."""
+    return Signal(width, init=(1 << width) - 1)
+
+
+def _exceeds(value, limit):
+    """``value > limit`` for a constant ``limit``: an OR of the high bits and
+    a narrow compare, not a carry chain (with an inverter per bit) the full
+    width of ``value``."""
+    n = limit.bit_length()
+    return (value[n:] != 0) | (value[:n] > limit)
+
+
+#: A 16-bit :func:`_countdown` run counter on its last run (1 left).
+_LAST = 0xFFFF ^ 1
+
+
 class PoolEngine(wiring.Component):
     """``POOL_FWD`` and ``POOL_BWD`` from tensor memory to tensor memory (see
     the module docstring).
@@ -144,7 +194,7 @@ class PoolEngine(wiring.Component):
     only with their data buffered, so the port never waits on the engine.
     Throughput forward: one input pixel per cycle (the line buffer's rate;
     the port delivers two per cycle); latency memory latency plus the line
-    buffer's fill, plus 4 cycles. Backward, per plane: MAX one gradient per
+    buffer's fill, plus 5 cycles. Backward, per plane: MAX one gradient per
     cycle, AVE ``kh * kw + 2`` cycles per gradient, then ``H * W + 2`` cycles
     to stream the plane out (the next plane's gradients wait meanwhile).
 
@@ -285,45 +335,74 @@ class PoolEngine(wiring.Component):
         # Planes read and written: backward reads the pooled size, writes the full.
         src_plane = Mux(bwd, out_plane, plane)
         dst_plane = Mux(bwd, plane, out_plane)
-        setup = Signal()
-        in_step, out_step = Signal(32), Signal(32)     # total * plane: between images
-        in_run, out_run = Signal(32), Signal(32)       # channels * plane: one image
-        with m.If(setup):
-            m.d.sync += [in_step.eq(cur.total * src_plane), out_step.eq(cur.total * dst_plane),
-                         in_run.eq(cur.channels * src_plane),
-                         out_run.eq(cur.channels * dst_plane)]
+        # Two setup cycles share one pair of multipliers: steps (by total)
+        # in the first, runs (by channels) in the second.
+        setup, setup_first = Signal(), Signal()
+        # 16-bit channel counts times the largest plane bound every run and
+        # step (the 32-bit address space bounds them too).
+        run_bits = min(32, 16 + max(max(g.plane, g.out_plane) for g in geoms).bit_length())
+        in_step, out_step = Signal(run_bits), Signal(run_bits)   # total * plane: between images
+        in_run, out_run = Signal(run_bits), Signal(run_bits)     # channels * plane: one image
+        factor = Mux(setup_first, cur.total, cur.channels)
+        src_product, dst_product = factor * src_plane, factor * dst_plane
+        with m.If(setup & setup_first):
+            m.d.sync += [in_step.eq(src_product), out_step.eq(dst_product)]
+        with m.Elif(setup):
+            m.d.sync += [in_run.eq(src_product), out_run.eq(dst_product)]
+
+        def run_cursor(name, origin, lane_bits):
+            # The origin's word address plus the element index of a run's
+            # first element, in one register (``lane_bits`` element bits below
+            # the word address; 0: a plain byte address): the run's first
+            # word address is then a slice, not a sum. Loaded with the origin
+            # in the first setup cycle, the base added in the second, a step
+            # per image after, all through one adder.
+            cursor = Signal(32 if lane_bits == 0 else 30 + lane_bits, name=f"{name}_cursor")
+            step = Signal(32, name=f"{name}_addend")
+            load = origin if lane_bits == 0 else Cat(Const(0, lane_bits), origin[2:])
+            with m.If(setup & setup_first):
+                m.d.sync += cursor.eq(load)
+            if lane_bits == 0:
+                address = cursor
+            else:
+                address = Cat(origin[:2], cursor[lane_bits:])
+            return cursor, step, address
 
         # ---- read side: per image, the words holding its run of elements,
         # of the input map (rd) and, MAX backward, of the index bytes (ir).
         in_fifo = m.submodules.in_fifo = SyncFIFO(width=32, depth=depth)
-        rd_elem = Signal(32)             # element index of this run's first element
-        rd_runs = Signal(16)
-        rd_left = Signal(32)             # words of this run not yet requested
+        rd_elem, rd_step, rd_first = run_cursor("rd", cur.src, 1)
+        rd_runs = _countdown(16)
+        rd_left_n = _countdown(run_bits)
+        rd_left = Signal(run_bits)       # words of this run not yet requested
+        m.d.comb += rd_left.eq(~rd_left_n)
         rd_addr = Signal(32)
         rd_start = Signal()              # compute this run's address next cycle
         rd_chunk = Signal(range(ch + 1))
-        m.d.comb += rd_chunk.eq(Mux(rd_left > ch, ch, rd_left))
+        m.d.comb += rd_chunk.eq(Mux(_exceeds(rd_left, ch), ch, rd_left))
         reserved = Signal(range(depth + 1))
         reserve, release = Signal(), Signal()
         m.d.sync += reserved.eq(reserved + Mux(reserve, rd_chunk, 0) - release)
         with m.If(rd_start):
-            m.d.sync += [rd_start.eq(0), rd_addr.eq(cur.src + (rd_elem[1:] << 2)),
-                         rd_left.eq((rd_elem[0] + in_run + 1) >> 1)]
+            m.d.sync += [rd_start.eq(0), rd_addr.eq(rd_first),
+                         rd_left_n.eq(~((rd_elem[0] + in_run + 1) >> 1))]
 
         ix_fifo = m.submodules.ix_fifo = SyncFIFO(width=32, depth=depth)
-        ir_elem = Signal(32)             # byte index of this run's first index
-        ir_runs = Signal(16)
-        ir_left = Signal(32)
+        ir_elem, ir_step, ir_first = run_cursor("ir", cur.index_addr, 2)
+        ir_runs = _countdown(16)
+        ir_left_n = _countdown(run_bits)
+        ir_left = Signal(run_bits)
+        m.d.comb += ir_left.eq(~ir_left_n)
         ir_addr = Signal(32)
         ir_start = Signal()
         ir_chunk = Signal(range(ch + 1))
-        m.d.comb += ir_chunk.eq(Mux(ir_left > ch, ch, ir_left))
+        m.d.comb += ir_chunk.eq(Mux(_exceeds(ir_left, ch), ch, ir_left))
         ix_reserved = Signal(range(depth + 1))
         ix_reserve, ix_release = Signal(), Signal()
         m.d.sync += ix_reserved.eq(ix_reserved + Mux(ix_reserve, ir_chunk, 0) - ix_release)
         with m.If(ir_start):
-            m.d.sync += [ir_start.eq(0), ir_addr.eq(cur.index_addr + Cat(Const(0, 2), ir_elem[2:])),
-                         ir_left.eq((ir_elem[:2] + in_run + 3) >> 2)]
+            m.d.sync += [ir_start.eq(0), ir_addr.eq(ir_first),
+                         ir_left_n.eq(~((ir_elem[:2] + in_run + 3) >> 2))]
 
         # Each read burst's destination, in command order: the port returns
         # read data in that order.
@@ -340,19 +419,22 @@ class PoolEngine(wiring.Component):
         # ---- write side: outputs and indices, per image one run each -------
         out_fifo = m.submodules.out_fifo = SyncFIFO(width=32, depth=depth)
         idx_fifo = m.submodules.idx_fifo = SyncFIFO(width=32, depth=depth)
-        wo_runs, wi_runs = Signal(16), Signal(16)
-        wo_left, wi_left = Signal(32), Signal(32)     # words not yet requested
+        wo_runs, wi_runs = _countdown(16), _countdown(16)
+        wo_left_n, wi_left_n = _countdown(run_bits), _countdown(run_bits)
+        wo_left, wi_left = Signal(run_bits), Signal(run_bits)   # words not yet requested
+        m.d.comb += [wo_left.eq(~wo_left_n), wi_left.eq(~wi_left_n)]
         wo_addr, wi_addr = Signal(32), Signal(32)
         wo_start, wi_start = Signal(), Signal()
-        wo_elem, wi_elem = Signal(32), Signal(32)
+        wo_elem, wo_step, wo_first = run_cursor("wo", cur.dst, 1)
+        wi_elem, wi_step, wi_first = run_cursor("wi", cur.index_addr, 0)
         with m.If(wo_start):
-            m.d.sync += [wo_start.eq(0), wo_addr.eq(cur.dst + (wo_elem[1:] << 2)),
-                         wo_left.eq(out_run >> 1)]
+            m.d.sync += [wo_start.eq(0), wo_addr.eq(wo_first),
+                         wo_left_n.eq(~(out_run >> 1))]
         with m.If(wi_start):
-            m.d.sync += [wi_start.eq(0), wi_addr.eq(cur.index_addr + wi_elem),
-                         wi_left.eq(out_run >> 2)]
-        wo_chunk = Mux(wo_left > ch, ch, wo_left)
-        wi_chunk = Mux(wi_left > ch, ch, wi_left)
+            m.d.sync += [wi_start.eq(0), wi_addr.eq(wi_first),
+                         wi_left_n.eq(~(out_run >> 2))]
+        wo_chunk = Mux(_exceeds(wo_left, ch), ch, wo_left)
+        wi_chunk = Mux(_exceeds(wi_left, ch), ch, wi_left)
         # One write burst's data in flight at a time, from one FIFO.
         w_left = Signal(range(ch + 1))
         w_index = Signal()
@@ -361,7 +443,9 @@ class PoolEngine(wiring.Component):
         want_idx = idle_w & ~wi_start & (wi_left != 0) & (idx_fifo.level >= wi_chunk)
 
         # ---- command channel: reads first, then output, then index writes --
-        issued, answered = Signal(32), Signal(32)
+        # Commands issued and not yet answered: one up/down counter, wrapping
+        # as a 32-bit issued - answered difference would.
+        pending = Signal(32)
         fault = Signal()
         with m.If(want_read):
             m.d.comb += [mem.cmd.valid.eq(1), mem.cmd.payload.addr.eq(Mux(pick_ir, ir_addr, rd_addr)),
@@ -376,34 +460,35 @@ class PoolEngine(wiring.Component):
         m.d.comb += [tags.w_data.eq(Cat(read_chunk, pick_ir)),
                      tags.w_en.eq(taken & want_read)]
         with m.If(taken):
-            m.d.sync += issued.eq(issued + 1)
             with m.If(want_read):
                 m.d.sync += prefer_ir.eq(~pick_ir)
                 with m.If(pick_ir):
                     m.d.comb += ix_reserve.eq(1)
-                    m.d.sync += [ir_left.eq(ir_left - ir_chunk),
+                    m.d.sync += [ir_left_n.eq(ir_left_n + ir_chunk),
                                  ir_addr.eq(ir_addr + (ir_chunk << 2))]
-                    with m.If((ir_left == ir_chunk) & (ir_runs != 1)):
-                        m.d.sync += [ir_runs.eq(ir_runs - 1), ir_elem.eq(ir_elem + in_step),
+                    with m.If((ir_left == ir_chunk) & (ir_runs != _LAST)):
+                        m.d.sync += [ir_runs.eq(ir_runs + 1), ir_elem.eq(ir_elem + ir_step),
                                      ir_start.eq(1)]
                 with m.Else():
                     m.d.comb += reserve.eq(1)
-                    m.d.sync += [rd_left.eq(rd_left - rd_chunk),
+                    m.d.sync += [rd_left_n.eq(rd_left_n + rd_chunk),
                                  rd_addr.eq(rd_addr + (rd_chunk << 2))]
-                    with m.If((rd_left == rd_chunk) & (rd_runs != 1)):
-                        m.d.sync += [rd_runs.eq(rd_runs - 1), rd_elem.eq(rd_elem + in_step),
+                    with m.If((rd_left == rd_chunk) & (rd_runs != _LAST)):
+                        m.d.sync += [rd_runs.eq(rd_runs + 1), rd_elem.eq(rd_elem + rd_step),
                                      rd_start.eq(1)]
             with m.Elif(want_out):
                 m.d.sync += [w_left.eq(wo_chunk), w_index.eq(0),
-                             wo_left.eq(wo_left - wo_chunk), wo_addr.eq(wo_addr + (wo_chunk << 2))]
-                with m.If((wo_left == wo_chunk) & (wo_runs != 1)):
-                    m.d.sync += [wo_runs.eq(wo_runs - 1), wo_elem.eq(wo_elem + out_step),
+                             wo_left_n.eq(wo_left_n + wo_chunk),
+                             wo_addr.eq(wo_addr + (wo_chunk << 2))]
+                with m.If((wo_left == wo_chunk) & (wo_runs != _LAST)):
+                    m.d.sync += [wo_runs.eq(wo_runs + 1), wo_elem.eq(wo_elem + wo_step),
                                  wo_start.eq(1)]
             with m.Else():
                 m.d.sync += [w_left.eq(wi_chunk), w_index.eq(1),
-                             wi_left.eq(wi_left - wi_chunk), wi_addr.eq(wi_addr + (wi_chunk << 2))]
-                with m.If((wi_left == wi_chunk) & (wi_runs != 1)):
-                    m.d.sync += [wi_runs.eq(wi_runs - 1), wi_elem.eq(wi_elem + out_step),
+                             wi_left_n.eq(wi_left_n + wi_chunk),
+                             wi_addr.eq(wi_addr + (wi_chunk << 2))]
+                with m.If((wi_left == wi_chunk) & (wi_runs != _LAST)):
+                    m.d.sync += [wi_runs.eq(wi_runs + 1), wi_elem.eq(wi_elem + wi_step),
                                  wi_start.eq(1)]
         m.d.comb += [mem.w.valid.eq((w_left != 0) & Mux(w_index, idx_fifo.r_rdy, out_fifo.r_rdy)),
                      mem.w.payload.eq(Mux(w_index, idx_fifo.r_data, out_fifo.r_data))]
@@ -413,8 +498,10 @@ class PoolEngine(wiring.Component):
             m.d.sync += w_left.eq(w_left - 1)
 
         m.d.comb += mem.resp.ready.eq(1)
-        with m.If(mem.resp.valid):
-            m.d.sync += answered.eq(answered + 1)
+        answer = mem.resp.valid
+        # +1, -1 (all ones) or 0 as one addend, so one adder.
+        m.d.sync += pending.eq(pending + Cat(taken ^ answer, (answer & ~taken).replicate(31)))
+        with m.If(answer):
             with m.If(mem.resp.payload.fault):
                 m.d.sync += fault.eq(1)
 
@@ -434,41 +521,44 @@ class PoolEngine(wiring.Component):
 
         # ---- unpack: one element per beat, skipping a leading half word ----
         up_lane = Signal()
-        up_left = Signal(32)             # elements of this run still to send
-        up_elem = Signal(32)
-        up_runs = Signal(16)
+        up_left = _countdown(run_bits)   # elements of this run still to send, complemented
+        up_none = up_left.init
+        up_elem = Signal(1)              # only its half-word lane matters
+        up_runs = _countdown(16)
         up_start = Signal()
         with m.If(up_start):
-            m.d.sync += [up_start.eq(0), up_lane.eq(up_elem[0]), up_left.eq(in_run)]
+            m.d.sync += [up_start.eq(0), up_lane.eq(up_elem[0]), up_left.eq(~in_run)]
         pixel = stream.Signature(signed(ew)).create()
-        m.d.comb += [pixel.valid.eq(busy & ~up_start & ~setup & (up_left != 0) & in_fifo.r_rdy),
+        m.d.comb += [pixel.valid.eq(busy & ~up_start & ~setup & (up_left != up_none)
+                                    & in_fifo.r_rdy),
                      pixel.payload.eq(in_fifo.r_data.word_select(up_lane, ew))]
         sent = pixel.valid & pixel.ready
-        pop = sent & (up_lane | (up_left == 1))
+        pop = sent & (up_lane | (up_left == up_none - 1))
         m.d.comb += [in_fifo.r_en.eq(pop), release.eq(pop)]
         with m.If(sent):
-            m.d.sync += [up_lane.eq(~up_lane), up_left.eq(up_left - 1)]
-            with m.If((up_left == 1) & (up_runs != 1)):
-                m.d.sync += [up_runs.eq(up_runs - 1), up_elem.eq(up_elem + in_step),
+            m.d.sync += [up_lane.eq(~up_lane), up_left.eq(up_left + 1)]
+            with m.If((up_left == up_none - 1) & (up_runs != _LAST)):
+                m.d.sync += [up_runs.eq(up_runs + 1), up_elem.eq(up_elem + in_step),
                              up_start.eq(1)]
 
         # Index bytes, MAX backward: one per gradient, skipping leading bytes.
         ix_lane = Signal(2)
-        ix_left = Signal(32)
-        ix_elem = Signal(32)
-        ix_runs = Signal(16)
+        ix_left = _countdown(run_bits)
+        ix_none = ix_left.init
+        ix_elem = Signal(2)              # only its byte lane matters
+        ix_runs = _countdown(16)
         ix_start = Signal()
         with m.If(ix_start):
-            m.d.sync += [ix_start.eq(0), ix_lane.eq(ix_elem[:2]), ix_left.eq(in_run)]
-        ix_valid = busy & ~ix_start & ~setup & (ix_left != 0) & ix_fifo.r_rdy
+            m.d.sync += [ix_start.eq(0), ix_lane.eq(ix_elem[:2]), ix_left.eq(~in_run)]
+        ix_valid = busy & ~ix_start & ~setup & (ix_left != ix_none) & ix_fifo.r_rdy
         ix_byte = ix_fifo.r_data.word_select(ix_lane, 8)
         ix_sent = sent & read_index
-        ix_pop = ix_sent & ((ix_lane == 3) | (ix_left == 1))
+        ix_pop = ix_sent & ((ix_lane == 3) | (ix_left == ix_none - 1))
         m.d.comb += [ix_fifo.r_en.eq(ix_pop), ix_release.eq(ix_pop)]
         with m.If(ix_sent):
-            m.d.sync += [ix_lane.eq(ix_lane + 1), ix_left.eq(ix_left - 1)]
-            with m.If((ix_left == 1) & (ix_runs != 1)):
-                m.d.sync += [ix_runs.eq(ix_runs - 1), ix_elem.eq(ix_elem + in_step),
+            m.d.sync += [ix_lane.eq(ix_lane + 1), ix_left.eq(ix_left + 1)]
+            with m.If((ix_left == ix_none - 1) & (ix_runs != _LAST)):
+                m.d.sync += [ix_runs.eq(ix_runs + 1), ix_elem.eq(ix_elem + in_step),
                              ix_start.eq(1)]
 
         # ---- a line buffer per geometry, a pooling core per kind -----------
@@ -518,19 +608,7 @@ class PoolEngine(wiring.Component):
                                  result.payload.eq(back.bottom.payload)]
 
         # ---- requantise, pack two values (four indices) per word -----------
-        shift = cur.shift
-        wide = Signal(signed(res_width + MAX_SHIFT + 2))
-        m.d.comb += wide.eq(result.payload)
-        right = shift[:4]                     # valid when shift >= 0
-        half = (Const(1, MAX_SHIFT + 2) << right)[1:]
-        rounded = Signal(signed(res_width + MAX_SHIFT + 2))
-        # as_unsigned: a variable bit select of a signed value becomes a
-        # signed $shiftx, which CXXRTL evaluates unlike Amaranth's simulator.
-        kept_lsb = wide.as_unsigned().bit_select(right, 1)
-        m.d.comb += rounded.eq(Mux(shift < 0, wide << (-shift)[:4],
-                                   (wide + Mux(right == 0, 0, half - 1 + kept_lsb))
-                                   >> right))
-        value = saturate(rounded, ew)
+        value = _requantise(m, result.payload, cur.shift)
         lo_half = Signal(ew)
         idx_bytes = Signal(24)
         o_lane = Signal()
@@ -546,36 +624,45 @@ class PoolEngine(wiring.Component):
                          idx_bytes.eq(Cat(idx_bytes[8:], index))]
 
         # ---- command life cycle -------------------------------------------
-        m.d.sync += setup.eq(0)
+        with m.If(setup_first):
+            m.d.sync += setup_first.eq(0)
+        with m.Else():
+            m.d.sync += setup.eq(0)
         with m.If(self.cmd.valid & self.cmd.ready):
             c = self.cmd.payload
             bwd_max = c.backward & (c.kind == int(isa.PoolKind.MAX))
-            m.d.sync += [cur.eq(c), busy.eq(1), setup.eq(1),
-                         rd_runs.eq(c.images), up_runs.eq(c.images),
-                         ir_runs.eq(Mux(bwd_max, c.images, 1)),
-                         ix_runs.eq(Mux(bwd_max, c.images, 1)),
-                         wo_runs.eq(c.images), wi_runs.eq(Mux(c.write_index, c.images, 1)),
-                         rd_left.eq(0), ir_left.eq(0), ix_left.eq(0),
-                         wo_left.eq(0), wi_left.eq(0),
-                         issued.eq(0), answered.eq(0), fault.eq(0),
+            m.d.sync += [cur.eq(c), busy.eq(1), setup.eq(1), setup_first.eq(1),
+                         rd_runs.eq(~c.images), up_runs.eq(~c.images),
+                         ir_runs.eq(~Mux(bwd_max, c.images, 1)),
+                         ix_runs.eq(~Mux(bwd_max, c.images, 1)),
+                         wo_runs.eq(~c.images), wi_runs.eq(~Mux(c.write_index, c.images, 1)),
+                         rd_left_n.eq(rd_left_n.init), ir_left_n.eq(ir_left_n.init),
+                         ix_left.eq(ix_none),
+                         wo_left_n.eq(wo_left_n.init), wi_left_n.eq(wi_left_n.init),
+                         pending.eq(0), fault.eq(0),
                          o_lane.eq(0), i_lane.eq(0)]
-        with m.If(setup):
-            base = Signal(32)
-            m.d.comb += base.eq(cur.n0 * cur.total + cur.c0)
-            in_base, out_base = Signal(32), Signal(32)
-            m.d.comb += [in_base.eq(base * plane), out_base.eq(base * out_plane)]
-            m.d.sync += [rd_elem.eq(Mux(bwd, out_base, in_base)),
-                         up_elem.eq(Mux(bwd, out_base, in_base)),
-                         wo_elem.eq(Mux(bwd, in_base, out_base)),
-                         wi_elem.eq(out_base), ir_elem.eq(out_base), ix_elem.eq(out_base),
+        base = Signal(32)
+        m.d.comb += base.eq(cur.n0 * cur.total + cur.c0)
+        in_base, out_base = Signal(32), Signal(32)
+        m.d.comb += [in_base.eq(base * plane), out_base.eq(base * out_plane)]
+        src_base, dst_base = Mux(bwd, out_base, in_base), Mux(bwd, in_base, out_base)
+        m.d.comb += [rd_step.eq(Mux(setup, src_base, in_step)),
+                     wo_step.eq(Mux(setup, dst_base, out_step)),
+                     ir_step.eq(Mux(setup, out_base, in_step)),
+                     wi_step.eq(Mux(setup, out_base, out_step))]
+        with m.If(setup & ~setup_first):
+            m.d.sync += [rd_elem.eq(rd_elem + rd_step), wo_elem.eq(wo_elem + wo_step),
+                         ir_elem.eq(ir_elem + ir_step), wi_elem.eq(wi_elem + wi_step),
+                         up_elem.eq(src_base), ix_elem.eq(out_base),
                          rd_start.eq(1), up_start.eq(1), wo_start.eq(1),
                          wi_start.eq(cur.write_index),
                          ir_start.eq(read_index), ix_start.eq(read_index)]
         finished = (busy & ~setup & ~rd_start & ~wo_start & ~wi_start & ~ir_start & ~ix_start
-                    & (rd_left == 0) & (rd_runs == 1) & (wo_left == 0) & (wo_runs == 1)
-                    & (wi_left == 0) & (wi_runs == 1) & (w_left == 0)
-                    & (ir_left == 0) & (ir_runs == 1) & (ix_left == 0) & (ix_runs == 1)
-                    & ~up_start & (up_left == 0) & (up_runs == 1) & (answered == issued))
+                    & (rd_left == 0) & (rd_runs == _LAST) & (wo_left == 0) & (wo_runs == _LAST)
+                    & (wi_left == 0) & (wi_runs == _LAST) & (w_left == 0)
+                    & (ir_left == 0) & (ir_runs == _LAST)
+                    & (ix_left == ix_none) & (ix_runs == _LAST)
+                    & ~up_start & (up_left == up_none) & (up_runs == _LAST) & (pending == 0))
         m.d.comb += [self.done.eq(finished), self.fault.eq(finished & fault)]
         with m.If(finished):
             m.d.sync += busy.eq(0)

@@ -9,7 +9,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from fecaffe_hw.fixedpoint.pooling import AverageDivider, overlap_count
-from .line_buffer import WindowParameters
+from .line_buffer import WindowParameters, inside_axis
 
 __all__ = ["PoolKind", "Pooling", "PoolingBackward", "AverageDivide"]
 
@@ -79,17 +79,25 @@ class _Geometry(WindowParameters):
     def _inside(self, y0, x0):
         """Per window row / column: inside the image rather than padding."""
         (kh, kw), (ph, pw) = self._kernel, self._pad
-        rows = Cat(((y0 + ky >= ph) & (y0 + ky < self._height + ph)) for ky in range(kh))
-        cols = Cat(((x0 + kx >= pw) & (x0 + kx < self._width + pw)) for kx in range(kw))
+        (sh, sw), (oh, ow) = self._stride, self._out_size
+        rows = Cat(inside_axis(y0, ky, ph, self._height, sh, oh) for ky in range(kh))
+        cols = Cat(inside_axis(x0, kx, pw, self._width, sw, ow) for kx in range(kw))
         return rows, cols
 
     def _pool_size(self, y0, x0):
         """Caffe's AVE pool size: the window clipped at ``H + pad`` / ``W + pad``
         (unpadded coordinates; the bottom/right padding counts)."""
         (kh, kw), (ph, pw) = self._kernel, self._pad
+        (sh, sw), (oh, ow) = self._stride, self._out_size
         bottom, right = self._height + 2 * ph, self._width + 2 * pw
-        rows = Mux(y0 + kh > bottom, bottom - y0, kh)
-        cols = Mux(x0 + kw > right, right - x0, kw)
+        # A constant where no window is clipped: the divider's table then
+        # folds away (a power of two size leaves a plain shift).
+        rows = (kh if (oh - 1) * sh + kh <= bottom
+                else Mux(y0 + kh > bottom, bottom - y0, kh))
+        cols = (kw if (ow - 1) * sw + kw <= right
+                else Mux(x0 + kw > right, right - x0, kw))
+        if isinstance(rows, int) and isinstance(cols, int):
+            return Const(rows * cols, range(self.area + 1))
         return rows * cols
 
 
@@ -123,6 +131,24 @@ class AverageDivide(wiring.Component):
         tie = (fraction > half - window) & (fraction < half + window)
         m.d.comb += self.quotient.eq(Mux(tie, whole + whole[0], whole + (fraction > half)))
         return m
+
+
+def _divide(m, divider, dividend, size):
+    """``RNE(dividend / size)`` as ``divider`` defines it. A constant power of
+    two ``size`` (no window clipped) is a rounding shift, where the reciprocal
+    is exact (see :class:`AverageDivider`): no multiplier, no tie window."""
+    if isinstance(size, Const) and size.value & (size.value - 1) == 0:
+        k = size.value.bit_length() - 1
+        if k == 0:
+            return dividend
+        whole = dividend[k:].as_signed()
+        fraction = dividend[:k]
+        up = fraction[-1] & ((fraction[:-1] != 0) | whole[0]) if k > 1 else \
+            fraction[0] & whole[0]
+        return whole + up
+    m.submodules.divide = divide = AverageDivide(divider)
+    m.d.comb += [divide.dividend.eq(dividend), divide.divisor.eq(size)]
+    return divide.quotient
 
 
 class Pooling(_Geometry, wiring.Component):
@@ -185,16 +211,18 @@ class Pooling(_Geometry, wiring.Component):
                              self.pooled.payload.index.eq(index1)]
         else:
             divider = self.divider
-            m.submodules.divide = divide = AverageDivide(divider)
             total = Signal(signed(divider.sum_bits))
-            size = Signal(range(self.area + 1))
+            size = self._pool_size(y0, x0)
+            if not isinstance(size, Const):
+                size, window_size = Signal(range(self.area + 1)), size
+                with m.If(advance):
+                    m.d.sync += size.eq(window_size)
             with m.If(advance):
-                m.d.sync += [total.eq(sum(window[i] for i in range(self.area))),
-                             size.eq(self._pool_size(y0, x0))]
-            m.d.comb += [divide.dividend.eq(total), divide.divisor.eq(size)]
+                m.d.sync += total.eq(sum(window[i] for i in range(self.area)))
+            quotient = _divide(m, divider, total, size)
             with m.If(advance):
                 # |average| <= max |input|: no saturation needed.
-                m.d.sync += self.pooled.payload.value.eq(divide.quotient)
+                m.d.sync += self.pooled.payload.value.eq(quotient)
         return m
 
 
@@ -260,7 +288,11 @@ class PoolingBackward(_Geometry, wiring.Component):
         m.d.sync += clear_valid.eq(0)
         m.d.comb += self.bottom.valid.eq(out_valid)
         lo, hi = -(1 << (self._shape.width - 1)), (1 << (self._shape.width - 1)) - 1
-        m.d.comb += self.bottom.payload.eq(Mux(rd.data < lo, lo, Mux(rd.data > hi, hi, rd.data)))
+        if acc.width > self._shape.width:
+            m.d.comb += self.bottom.payload.eq(
+                Mux(rd.data < lo, lo, Mux(rd.data > hi, hi, rd.data)))
+        else:   # no overlap: the sums cannot leave the range, nothing to clamp
+            m.d.comb += self.bottom.payload.eq(rd.data)
 
         with m.If(rmw_valid):
             m.d.comb += [wr.addr.eq(rmw_addr), wr.data.eq(rd.data + rmw_add), wr.en.eq(1)]
@@ -287,7 +319,6 @@ class PoolingBackward(_Geometry, wiring.Component):
                 else:
                     # Hold one gradient and its window; spread it over kh * kw cycles.
                     divider = self.divider
-                    m.submodules.divide = divide = AverageDivide(divider)
                     busy = Signal()
                     held_grad = Signal(self._shape)
                     held = Signal(range(self.area + 1))
@@ -295,9 +326,8 @@ class PoolingBackward(_Geometry, wiring.Component):
                     first = Signal()
                     hy0, hx0, hc = Signal.like(y0), Signal.like(x0), Signal.like(c)
                     held_last = Signal()
-                    m.d.comb += [divide.dividend.eq(held_grad),
-                                 divide.divisor.eq(self._pool_size(hy0, hx0)),
-                                 self.grads.ready.eq(~busy)]
+                    quotient = _divide(m, divider, held_grad, self._pool_size(hy0, hx0))
+                    m.d.comb += self.grads.ready.eq(~busy)
                     with m.If(take):
                         m.d.sync += [busy.eq(1), first.eq(1), held.eq(0),
                                      held_grad.eq(self.grads.payload.grad),
@@ -307,7 +337,7 @@ class PoolingBackward(_Geometry, wiring.Component):
                     kx = Array(Const(i % kw, range(kw)) for i in range(self.area))
                     inside = Array(rows[i // kw] & cols[i % kw] for i in range(self.area))
                     with m.If(busy & first):
-                        m.d.sync += [share.eq(divide.quotient), first.eq(0)]
+                        m.d.sync += [share.eq(quotient), first.eq(0)]
                     with m.Elif(busy):
                         y, x = hy0 + ky[held] - ph, hx0 + kx[held] - pw
                         update(address(y, x, hc), share, inside[held])

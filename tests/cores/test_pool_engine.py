@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, signed
+from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
@@ -380,3 +380,43 @@ def test_pool_backward_agrees_with_float_reference(g):
     want = float_reference("AVE", g, x.astype(np.float32), dy.astype(np.float32))
     got = pool_backward("ave", dy[0], None, g.height, g.width, g.kernel, g.stride, g.pad, 0)
     assert (got == want[0]).all()
+
+
+# ---- the requantiser ----------------------------------------------------------
+
+@pytest.mark.parametrize("width", [16, 20])
+def test_requantise_matches_model(width):
+    """Every shift the ISA allows, on edges (ties, saturation bounds, extremes)
+    and random values of the widest backward sums: the engine's
+    multiply-by-a-power-of-two requantiser equals ``fixedpoint.requantize``."""
+    from fecaffe_hw.cores.pool_engine import _requantise
+
+    value, shift = Signal(signed(width)), Signal(signed(8))
+    m = Module()
+    out = _requantise(m, value, shift)
+    probe = Signal(signed(16))
+    m.d.comb += probe.eq(out)
+    rng = np.random.default_rng(width)
+    lo, hi = -2**(width - 1), 2**(width - 1) - 1
+    edges = [lo, lo + 1, -1, 0, 1, hi - 1, hi, 2**15 - 1, 2**15, -2**15, -2**15 - 1]
+    checked = []
+
+    async def bench(ctx):
+        for s in range(-15, 16):
+            ties = [k * 2**abs(s) + d for k in (-3, -2, -1, 0, 1, 2, 3)
+                    for d in ((2**(s - 1), -2**(s - 1)) if s > 0 else (0,))]
+            ups = [(2**15 - 1) >> -s, ((2**15 - 1) >> -s) + 1, -(2**15 >> -s),
+                   -(2**15 >> -s) - 1] if s < 0 else []
+            values = [v for v in edges + ties + ups if lo <= v <= hi]
+            values += rng.integers(lo, hi + 1, 40).tolist()
+            ctx.set(shift, s)
+            for v in values:
+                ctx.set(value, v)
+                checked.append((v, s, ctx.get(probe)))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    got = np.array([c[2] for c in checked])
+    want = np.array([requantize(np.int64(v), s, Format(16, 0)) for v, s, _ in checked])
+    assert (got == want).all(), [c for c, w in zip(checked, want) if c[2] != w][:5]

@@ -880,17 +880,43 @@ class Sequencer(wiring.Component):
                          s1_addr.eq(cur.c_word + drow), s1_acc.eq(cur.accumulate),
                          s1_bias.eq(cur.bias),
                          s1_mask.eq(Cat(j < cur.n for j in range(cols)))]
+        # The C and bias reads are registered before the add: a block RAM's
+        # output is slow (5.6 ns on ECP5), too slow to add and write back in
+        # the same cycle at 75 MHz. The write then lands two cycles after the
+        # read; a later tile's read of the same row comes ``rows`` cycles
+        # after this one's, so with two rows or more it sees the write (in the
+        # same cycle through the transparent port at worst). A one-row array
+        # keeps the single-cycle read-add-write.
+        staged = rows >= 2
+        if staged:
+            s2_valid = Signal()
+            s2_row = Signal.like(res.payload)
+            s2_addr = Signal(range(c_depth))
+            s2_mask = Signal(cols)
+            s2_c = Signal.like(c_rd.data)
+            s2_bias = Signal.like(bias_rd.data[0])
+            m.d.sync += s2_valid.eq(s1_valid)
+            with m.If(s1_valid):
+                m.d.sync += [s2_row.eq(s1_row), s2_addr.eq(s1_addr), s2_mask.eq(s1_mask),
+                             s2_c.eq(Mux(s1_acc, c_rd.data, 0)),
+                             s2_bias.eq(Mux(s1_bias, bias_rd.data[0], 0))]
+            w_valid, w_row, w_addr, w_mask = s2_valid, s2_row, s2_addr, s2_mask
+            w_c, w_bias = s2_c, s2_bias
+        else:
+            w_valid, w_row, w_addr, w_mask = s1_valid, s1_row, s1_addr, s1_mask
+            w_c = c_rd.data.shape()(Mux(s1_acc, c_rd.data.as_value(), 0))
+            w_bias = Mux(s1_bias, bias_rd.data[0], 0)
         c_wr = c_buf.write
         dma_c = dma.c_write.en.any()
         with m.If(dma_c):
             m.d.comb += [c_wr.addr.eq(dma.c_write.addr), c_wr.data.eq(dma.c_write.data),
                          c_wr.en.eq(dma.c_write.en)]
         with m.Else():
-            m.d.comb += [c_wr.addr.eq(s1_addr), c_wr.en.eq(Mux(s1_valid, s1_mask, 0))]
+            m.d.comb += [c_wr.addr.eq(w_addr), c_wr.en.eq(Mux(w_valid, w_mask, 0))]
             for j in range(cols):
-                m.d.comb += c_wr.data[j].eq(s1_row[j] + Mux(s1_acc, c_rd.data[j], 0)
-                                            + Mux(s1_bias, bias_rd.data[0], 0))
-        m.d.comb += gemm_idle.eq(~feeding & ~beat_valid & ~tiles.r_rdy & ~s1_valid)
+                m.d.comb += c_wr.data[j].eq(w_row[j] + w_c[j] + w_bias)
+        m.d.comb += gemm_idle.eq(~feeding & ~beat_valid & ~tiles.r_rdy & ~s1_valid
+                                 & ~(s2_valid if staged else 0))
         tile_done = take & (drow == rows - 1)
 
         # ---- status, trace and counters ------------------------------------

@@ -67,7 +67,7 @@ class LineBuffer(WindowParameters, wiring.Component):
     output overlap. A frame's input starts once the previous frame's last
     pixel is in and its last window issued (one idle cycle between frames).
     Latency: with a pixel accepted every cycle from cycle 0, the first window
-    is valid in cycle ``N + 1``, ``N = (min(kh - 1 - ph, H - 1) * W +
+    is valid in cycle ``N + 2``, ``N = (min(kh - 1 - ph, H - 1) * W +
     min(kw - 1 - pw, W - 1)) * channels + 1``.
     """
 
@@ -172,12 +172,15 @@ class LineBuffer(WindowParameters, wiring.Component):
             in_done | (in_y > y_last) |
             ((in_y == y_last) & ((in_x > x_last) | ((in_x == x_last) & (in_c > oc)))))
 
-        out_valid = Signal()
+        # Two output stages moving together: the banks' read (with the
+        # crossbar's selects), then the window register, so the crossbar and
+        # the padding mask do not share a cycle with the consumer's logic.
+        read_valid, out_valid = Signal(), Signal()
         advance = ~out_valid | self.windows.ready
         issue = available & advance
         m.d.comb += self.windows.valid.eq(out_valid)
         with m.If(advance):
-            m.d.sync += out_valid.eq(available)
+            m.d.sync += [read_valid.eq(available), out_valid.eq(read_valid)]
 
         # Reads: column bank j holds X = j (mod kw); the window's column kx
         # with (r0 + kx) mod kw == j lies in the next block when j < r0.
@@ -217,8 +220,9 @@ class LineBuffer(WindowParameters, wiring.Component):
                 m.d.comb += value.eq(Array(read_data[i][j] for i in range(slots))[slot])
                 row.append(value)
             for kx in range(kw):
-                m.d.comb += self.windows.payload[ky * kw + kx].eq(
-                    Mux(row_ok[ky] & col_ok[kx], Array(row)[columns[kx]], 0))
+                with m.If(advance):
+                    m.d.sync += self.windows.payload[ky * kw + kx].eq(
+                        Mux(row_ok[ky] & col_ok[kx], Array(row)[columns[kx]], 0))
 
         with m.If(issue):
             m.d.sync += oc.eq(oc + 1)

@@ -121,19 +121,34 @@ def _requantise(m, value, shift):
     (``shift >= 0``) or ``(-shift)[:4]`` left, as one multiply by a power of
     two: ``shift`` is fixed for a whole command, so a DSP stands in for two
     wide variable shifters. A right shift by ``r`` is a multiply by
-    ``2**(15 - r)`` whose low 15 bits are the fraction to round."""
-    left = shift < 0
-    scale = Signal(MAX_SHIFT + 1)
-    m.d.comb += scale.eq(Mux(left, Const(1, MAX_SHIFT + 1) << (-shift)[:4],
-                             Const(1 << MAX_SHIFT, MAX_SHIFT + 1) >> shift[:4]))
-    product = Signal(signed(len(value) + MAX_SHIFT + 2))
+    ``2**(15 - r)`` whose low 15 bits are the fraction to round.
+    Combinational; the engine registers the scale and the product between
+    these steps."""
+    scale, left = _requantise_scale(shift)
+    product = Signal(_product_shape(value))
     m.d.comb += product.eq(value * scale)
+    return _requantise_product(product, left)
+
+
+def _requantise_scale(shift):
+    """``(scale, left)`` for ``shift``: the multiplier and the direction."""
+    left = shift < 0
+    return (Mux(left, Const(1, MAX_SHIFT + 1) << (-shift)[:4],
+                Const(1 << MAX_SHIFT, MAX_SHIFT + 1) >> shift[:4]), left)
+
+
+def _product_shape(value):
+    return signed(len(value) + MAX_SHIFT + 2)
+
+
+def _requantise_product(product, left):
+    """The rounded, saturated 16-bit result from ``value * scale``."""
     whole = product[MAX_SHIFT:].as_signed()
     fraction = product[:MAX_SHIFT]
     # Above half, or exactly half and odd: bit tests, no compare.
     up = fraction[-1] & ((fraction[:-1] != 0) | whole[0])
-    rounded = Signal(signed(len(value) + 1))
-    m.d.comb += rounded.eq(whole + up)
+    # |whole| <= |value| on a right shift: one bit more holds the rounding.
+    rounded = (whole + up)[:len(product) - MAX_SHIFT - 1].as_signed()
 
     # Saturate by sign bits: a value fits 16 bits when its bits 15 and up
     # agree; only the 16 result bits pass the left/right mux.
@@ -192,9 +207,12 @@ class PoolEngine(wiring.Component):
     words (:meth:`from_isa` checks); inputs may start on any element (byte,
     for indices). Reads are issued only with room to take them and writes
     only with their data buffered, so the port never waits on the engine.
+    Commands go to the port from registers, at most every other cycle.
     Throughput forward: one input pixel per cycle (the line buffer's rate;
     the port delivers two per cycle); latency memory latency plus the line
-    buffer's fill, plus 5 cycles. Backward, per plane: MAX one gradient per
+    buffer's fill and the pooling core's latency, plus four setup cycles per
+    command, the run starts, the pixel register and three requantising
+    stages. Backward, per plane: MAX one gradient per
     cycle, AVE ``kh * kw + 2`` cycles per gradient, then ``H * W + 2`` cycles
     to stream the plane out (the next plane's gradients wait meanwhile).
 
@@ -335,19 +353,23 @@ class PoolEngine(wiring.Component):
         # Planes read and written: backward reads the pooled size, writes the full.
         src_plane = Mux(bwd, out_plane, plane)
         dst_plane = Mux(bwd, plane, out_plane)
-        # Two setup cycles share one pair of multipliers: steps (by total)
-        # in the first, runs (by channels) in the second.
-        setup, setup_first = Signal(), Signal()
+        # Four setup cycles (``phase`` one-hot), each with at most one
+        # multiply and one add so the address arithmetic never chains DSPs:
+        # 0: steps (total * plane), n0 * total, cursors load their origins;
+        # 1: runs (channels * plane, sharing the step multipliers), + c0;
+        # 2: the first image's offsets, base * plane; 3: cursors += offsets.
+        setup = Signal()
+        phase = Signal(4)
         # 16-bit channel counts times the largest plane bound every run and
         # step (the 32-bit address space bounds them too).
         run_bits = min(32, 16 + max(max(g.plane, g.out_plane) for g in geoms).bit_length())
         in_step, out_step = Signal(run_bits), Signal(run_bits)   # total * plane: between images
         in_run, out_run = Signal(run_bits), Signal(run_bits)     # channels * plane: one image
-        factor = Mux(setup_first, cur.total, cur.channels)
+        factor = Mux(phase[0], cur.total, cur.channels)
         src_product, dst_product = factor * src_plane, factor * dst_plane
-        with m.If(setup & setup_first):
+        with m.If(phase[0]):
             m.d.sync += [in_step.eq(src_product), out_step.eq(dst_product)]
-        with m.Elif(setup):
+        with m.If(phase[1]):
             m.d.sync += [in_run.eq(src_product), out_run.eq(dst_product)]
 
         def run_cursor(name, origin, lane_bits):
@@ -355,12 +377,12 @@ class PoolEngine(wiring.Component):
             # first element, in one register (``lane_bits`` element bits below
             # the word address; 0: a plain byte address): the run's first
             # word address is then a slice, not a sum. Loaded with the origin
-            # in the first setup cycle, the base added in the second, a step
+            # in the first setup cycle, the base added in the last, a step
             # per image after, all through one adder.
             cursor = Signal(32 if lane_bits == 0 else 30 + lane_bits, name=f"{name}_cursor")
             step = Signal(32, name=f"{name}_addend")
             load = origin if lane_bits == 0 else Cat(Const(0, lane_bits), origin[2:])
-            with m.If(setup & setup_first):
+            with m.If(phase[0]):
                 m.d.sync += cursor.eq(load)
             if lane_bits == 0:
                 address = cursor
@@ -378,8 +400,12 @@ class PoolEngine(wiring.Component):
         m.d.comb += rd_left.eq(~rd_left_n)
         rd_addr = Signal(32)
         rd_start = Signal()              # compute this run's address next cycle
-        rd_chunk = Signal(range(ch + 1))
-        m.d.comb += rd_chunk.eq(Mux(_exceeds(rd_left, ch), ch, rd_left))
+        # Burst sizes, and whether a burst ends its run, registered with the
+        # requests (see "command channel").
+        rd_chunk, rd_ends = Signal(range(ch + 1)), Signal()
+        rd_chunk_next = Mux(_exceeds(rd_left, ch), ch, rd_left)
+        m.d.sync += [rd_chunk.eq(rd_chunk_next),
+                     rd_ends.eq(~_exceeds(rd_left, ch) & (rd_runs != _LAST))]
         reserved = Signal(range(depth + 1))
         reserve, release = Signal(), Signal()
         m.d.sync += reserved.eq(reserved + Mux(reserve, rd_chunk, 0) - release)
@@ -395,8 +421,10 @@ class PoolEngine(wiring.Component):
         m.d.comb += ir_left.eq(~ir_left_n)
         ir_addr = Signal(32)
         ir_start = Signal()
-        ir_chunk = Signal(range(ch + 1))
-        m.d.comb += ir_chunk.eq(Mux(_exceeds(ir_left, ch), ch, ir_left))
+        ir_chunk, ir_ends = Signal(range(ch + 1)), Signal()
+        ir_chunk_next = Mux(_exceeds(ir_left, ch), ch, ir_left)
+        m.d.sync += [ir_chunk.eq(ir_chunk_next),
+                     ir_ends.eq(~_exceeds(ir_left, ch) & (ir_runs != _LAST))]
         ix_reserved = Signal(range(depth + 1))
         ix_reserve, ix_release = Signal(), Signal()
         m.d.sync += ix_reserved.eq(ix_reserved + Mux(ix_reserve, ir_chunk, 0) - ix_release)
@@ -408,8 +436,11 @@ class PoolEngine(wiring.Component):
         # read data in that order.
         tags = m.submodules.read_tags = SyncFIFO(width=10, depth=_READS_IN_FLIGHT)
         reading = busy & ~setup & tags.w_rdy
-        want_rd = reading & ~rd_start & (rd_left != 0) & (reserved + rd_chunk <= depth)
-        want_ir = reading & ~ir_start & (ir_left != 0) & (ix_reserved + ir_chunk <= depth)
+        want_rd, want_ir = Signal(), Signal()
+        want_rd_next = (reading & ~rd_start & (rd_left != 0)
+                        & (reserved + rd_chunk_next <= depth))
+        want_ir_next = (reading & ~ir_start & (ir_left != 0)
+                        & (ix_reserved + ir_chunk_next <= depth))
         prefer_ir = Signal()             # alternate the two when both want a burst
         pick_ir = want_ir & (~want_rd | prefer_ir)
         want_read = want_rd | want_ir
@@ -433,14 +464,22 @@ class PoolEngine(wiring.Component):
         with m.If(wi_start):
             m.d.sync += [wi_start.eq(0), wi_addr.eq(wi_first),
                          wi_left_n.eq(~(out_run >> 2))]
-        wo_chunk = Mux(_exceeds(wo_left, ch), ch, wo_left)
-        wi_chunk = Mux(_exceeds(wi_left, ch), ch, wi_left)
+        wo_chunk, wo_ends = Signal(range(ch + 1)), Signal()
+        wi_chunk, wi_ends = Signal(range(ch + 1)), Signal()
+        wo_chunk_next = Mux(_exceeds(wo_left, ch), ch, wo_left)
+        wi_chunk_next = Mux(_exceeds(wi_left, ch), ch, wi_left)
+        m.d.sync += [wo_chunk.eq(wo_chunk_next), wi_chunk.eq(wi_chunk_next),
+                     wo_ends.eq(~_exceeds(wo_left, ch) & (wo_runs != _LAST)),
+                     wi_ends.eq(~_exceeds(wi_left, ch) & (wi_runs != _LAST))]
         # One write burst's data in flight at a time, from one FIFO.
         w_left = Signal(range(ch + 1))
         w_index = Signal()
         idle_w = busy & ~setup & (w_left == 0)
-        want_out = idle_w & ~wo_start & (wo_left != 0) & (out_fifo.level >= wo_chunk)
-        want_idx = idle_w & ~wi_start & (wi_left != 0) & (idx_fifo.level >= wi_chunk)
+        want_out, want_idx = Signal(), Signal()
+        want_out_next = (idle_w & ~wo_start & (wo_left != 0)
+                         & (out_fifo.level >= wo_chunk_next))
+        want_idx_next = (idle_w & ~wi_start & (wi_left != 0)
+                         & (idx_fifo.level >= wi_chunk_next))
 
         # ---- command channel: reads first, then output, then index writes --
         # Commands issued and not yet answered: one up/down counter, wrapping
@@ -457,6 +496,15 @@ class PoolEngine(wiring.Component):
             m.d.comb += [mem.cmd.valid.eq(1), mem.cmd.payload.addr.eq(wi_addr),
                          mem.cmd.payload.words.eq(wi_chunk), mem.cmd.payload.write.eq(1)]
         taken = mem.cmd.valid & mem.cmd.ready
+        # Requests are decided a cycle ahead, into registers, so the port's
+        # command and the counter updates a take enables start from flops.
+        # What a request was decided on can change meanwhile only by a take
+        # (hence none in the cycle after one: a request every other cycle,
+        # ample for bursts of two words or more), by a run start (which
+        # holds its requests off), or in the request's favour: FIFO room
+        # and levels, the tag FIFO's room, only grow between takes.
+        m.d.sync += [want_rd.eq(want_rd_next & ~taken), want_ir.eq(want_ir_next & ~taken),
+                     want_out.eq(want_out_next & ~taken), want_idx.eq(want_idx_next & ~taken)]
         m.d.comb += [tags.w_data.eq(Cat(read_chunk, pick_ir)),
                      tags.w_en.eq(taken & want_read)]
         with m.If(taken):
@@ -466,28 +514,28 @@ class PoolEngine(wiring.Component):
                     m.d.comb += ix_reserve.eq(1)
                     m.d.sync += [ir_left_n.eq(ir_left_n + ir_chunk),
                                  ir_addr.eq(ir_addr + (ir_chunk << 2))]
-                    with m.If((ir_left == ir_chunk) & (ir_runs != _LAST)):
+                    with m.If(ir_ends):
                         m.d.sync += [ir_runs.eq(ir_runs + 1), ir_elem.eq(ir_elem + ir_step),
                                      ir_start.eq(1)]
                 with m.Else():
                     m.d.comb += reserve.eq(1)
                     m.d.sync += [rd_left_n.eq(rd_left_n + rd_chunk),
                                  rd_addr.eq(rd_addr + (rd_chunk << 2))]
-                    with m.If((rd_left == rd_chunk) & (rd_runs != _LAST)):
+                    with m.If(rd_ends):
                         m.d.sync += [rd_runs.eq(rd_runs + 1), rd_elem.eq(rd_elem + rd_step),
                                      rd_start.eq(1)]
             with m.Elif(want_out):
                 m.d.sync += [w_left.eq(wo_chunk), w_index.eq(0),
                              wo_left_n.eq(wo_left_n + wo_chunk),
                              wo_addr.eq(wo_addr + (wo_chunk << 2))]
-                with m.If((wo_left == wo_chunk) & (wo_runs != _LAST)):
+                with m.If(wo_ends):
                     m.d.sync += [wo_runs.eq(wo_runs + 1), wo_elem.eq(wo_elem + wo_step),
                                  wo_start.eq(1)]
             with m.Else():
                 m.d.sync += [w_left.eq(wi_chunk), w_index.eq(1),
                              wi_left_n.eq(wi_left_n + wi_chunk),
                              wi_addr.eq(wi_addr + (wi_chunk << 2))]
-                with m.If((wi_left == wi_chunk) & (wi_runs != _LAST)):
+                with m.If(wi_ends):
                     m.d.sync += [wi_runs.eq(wi_runs + 1), wi_elem.eq(wi_elem + wi_step),
                                  wi_start.eq(1)]
         m.d.comb += [mem.w.valid.eq((w_left != 0) & Mux(w_index, idx_fifo.r_rdy, out_fifo.r_rdy)),
@@ -528,11 +576,17 @@ class PoolEngine(wiring.Component):
         up_start = Signal()
         with m.If(up_start):
             m.d.sync += [up_start.eq(0), up_lane.eq(up_elem[0]), up_left.eq(~in_run)]
+        fetched = stream.Signature(signed(ew)).create()
+        m.d.comb += [fetched.valid.eq(busy & ~up_start & ~setup & (up_left != up_none)
+                                      & in_fifo.r_rdy),
+                     fetched.payload.eq(in_fifo.r_data.word_select(up_lane, ew))]
+        # A register between the FIFO's read and the cores (a multiplier's
+        # input, backward AVE); the index bytes join it at the cores.
         pixel = stream.Signature(signed(ew)).create()
-        m.d.comb += [pixel.valid.eq(busy & ~up_start & ~setup & (up_left != up_none)
-                                    & in_fifo.r_rdy),
-                     pixel.payload.eq(in_fifo.r_data.word_select(up_lane, ew))]
-        sent = pixel.valid & pixel.ready
+        m.d.comb += fetched.ready.eq(~pixel.valid | pixel.ready)
+        with m.If(fetched.ready):
+            m.d.sync += [pixel.valid.eq(fetched.valid), pixel.payload.eq(fetched.payload)]
+        sent = fetched.valid & fetched.ready
         pop = sent & (up_lane | (up_left == up_none - 1))
         m.d.comb += [in_fifo.r_en.eq(pop), release.eq(pop)]
         with m.If(sent):
@@ -552,7 +606,7 @@ class PoolEngine(wiring.Component):
             m.d.sync += [ix_start.eq(0), ix_lane.eq(ix_elem[:2]), ix_left.eq(~in_run)]
         ix_valid = busy & ~ix_start & ~setup & (ix_left != ix_none) & ix_fifo.r_rdy
         ix_byte = ix_fifo.r_data.word_select(ix_lane, 8)
-        ix_sent = sent & read_index
+        ix_sent = pixel.valid & pixel.ready & read_index
         ix_pop = ix_sent & ((ix_lane == 3) | (ix_left == ix_none - 1))
         m.d.comb += [ix_fifo.r_en.eq(ix_pop), ix_release.eq(ix_pop)]
         with m.If(ix_sent):
@@ -608,15 +662,36 @@ class PoolEngine(wiring.Component):
                                  result.payload.eq(back.bottom.payload)]
 
         # ---- requantise, pack two values (four indices) per word -----------
-        value = _requantise(m, result.payload, cur.shift)
+        # Three stages, moving together: the pooled value, its product by the
+        # command's scale (set up with it), then the rounded, saturated
+        # value: the cores' output logic (the backward clamp), the DSP and the
+        # rounding carry chain each get their own cycle.
+        scale, left = Signal(MAX_SHIFT + 1), Signal()
+        cur_scale, cur_left = _requantise_scale(cur.shift)
+        with m.If(phase[0]):
+            m.d.sync += [scale.eq(cur_scale), left.eq(cur_left)]
+        pooled = Signal.like(result.payload)
+        product = Signal(_product_shape(result.payload))
+        value = Signal(signed(ew))
+        index0, index1, index2 = Signal(8), Signal(8), Signal(8)
+        q_valid0, q_valid1, q_valid2 = Signal(), Signal(), Signal()
+        q_ready = out_fifo.w_rdy & (~cur.write_index | idx_fifo.w_rdy)
+        q_advance = ~q_valid2 | q_ready
+        m.d.comb += result.ready.eq(q_advance)
+        with m.If(q_advance):
+            m.d.sync += [q_valid0.eq(result.valid), pooled.eq(result.payload), index0.eq(index),
+                         q_valid1.eq(q_valid0), product.eq(pooled * scale),
+                         index1.eq(index0),
+                         q_valid2.eq(q_valid1), value.eq(_requantise_product(product, left)),
+                         index2.eq(index1)]
         lo_half = Signal(ew)
         idx_bytes = Signal(24)
         o_lane = Signal()
         i_lane = Signal(2)
-        m.d.comb += [result.ready.eq(out_fifo.w_rdy & (~cur.write_index | idx_fifo.w_rdy)),
-                     out_fifo.w_data.eq(Cat(lo_half, value)),
+        index = index2
+        m.d.comb += [out_fifo.w_data.eq(Cat(lo_half, value)),
                      idx_fifo.w_data.eq(Cat(idx_bytes, index))]
-        got = result.valid & result.ready
+        got = q_valid2 & q_ready
         m.d.comb += [out_fifo.w_en.eq(got & o_lane),
                      idx_fifo.w_en.eq(got & cur.write_index & (i_lane == 3))]
         with m.If(got):
@@ -624,14 +699,13 @@ class PoolEngine(wiring.Component):
                          idx_bytes.eq(Cat(idx_bytes[8:], index))]
 
         # ---- command life cycle -------------------------------------------
-        with m.If(setup_first):
-            m.d.sync += setup_first.eq(0)
-        with m.Else():
+        m.d.sync += phase.eq(phase << 1)
+        with m.If(phase[-1]):
             m.d.sync += setup.eq(0)
         with m.If(self.cmd.valid & self.cmd.ready):
             c = self.cmd.payload
             bwd_max = c.backward & (c.kind == int(isa.PoolKind.MAX))
-            m.d.sync += [cur.eq(c), busy.eq(1), setup.eq(1), setup_first.eq(1),
+            m.d.sync += [cur.eq(c), busy.eq(1), setup.eq(1), phase.eq(1),
                          rd_runs.eq(~c.images), up_runs.eq(~c.images),
                          ir_runs.eq(~Mux(bwd_max, c.images, 1)),
                          ix_runs.eq(~Mux(bwd_max, c.images, 1)),
@@ -641,16 +715,21 @@ class PoolEngine(wiring.Component):
                          wo_left_n.eq(wo_left_n.init), wi_left_n.eq(wi_left_n.init),
                          pending.eq(0), fault.eq(0),
                          o_lane.eq(0), i_lane.eq(0)]
-        base = Signal(32)
-        m.d.comb += base.eq(cur.n0 * cur.total + cur.c0)
+        # The first image's first plane, (n0 * total + c0) * plane, a stage a cycle.
+        n0_total, base = Signal(32), Signal(32)
         in_base, out_base = Signal(32), Signal(32)
-        m.d.comb += [in_base.eq(base * plane), out_base.eq(base * out_plane)]
+        with m.If(phase[0]):
+            m.d.sync += n0_total.eq(cur.n0 * cur.total)
+        with m.If(phase[1]):
+            m.d.sync += base.eq(n0_total + cur.c0)
+        with m.If(phase[2]):
+            m.d.sync += [in_base.eq(base * plane), out_base.eq(base * out_plane)]
         src_base, dst_base = Mux(bwd, out_base, in_base), Mux(bwd, in_base, out_base)
         m.d.comb += [rd_step.eq(Mux(setup, src_base, in_step)),
                      wo_step.eq(Mux(setup, dst_base, out_step)),
                      ir_step.eq(Mux(setup, out_base, in_step)),
                      wi_step.eq(Mux(setup, out_base, out_step))]
-        with m.If(setup & ~setup_first):
+        with m.If(phase[3]):
             m.d.sync += [rd_elem.eq(rd_elem + rd_step), wo_elem.eq(wo_elem + wo_step),
                          ir_elem.eq(ir_elem + ir_step), wi_elem.eq(wi_elem + wi_step),
                          up_elem.eq(src_base), ix_elem.eq(out_base),

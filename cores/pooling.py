@@ -3,7 +3,7 @@
 
 import enum
 
-from amaranth import Array, Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -84,21 +84,41 @@ class _Geometry(WindowParameters):
         cols = Cat(inside_axis(x0, kx, pw, self._width, sw, ow) for kx in range(kw))
         return rows, cols
 
-    def _pool_size(self, y0, x0):
-        """Caffe's AVE pool size: the window clipped at ``H + pad`` / ``W + pad``
-        (unpadded coordinates; the bottom/right padding counts)."""
+    def _pool_extent(self, y0, x0):
+        """Rows and columns of Caffe's AVE pool window: clipped at ``H + pad``
+        / ``W + pad`` (unpadded coordinates; the bottom/right padding counts).
+        An int where no window is clipped: the divider's table then folds
+        away (a power of two size leaves a plain shift)."""
         (kh, kw), (ph, pw) = self._kernel, self._pad
         (sh, sw), (oh, ow) = self._stride, self._out_size
         bottom, right = self._height + 2 * ph, self._width + 2 * pw
-        # A constant where no window is clipped: the divider's table then
-        # folds away (a power of two size leaves a plain shift).
         rows = (kh if (oh - 1) * sh + kh <= bottom
-                else Mux(y0 + kh > bottom, bottom - y0, kh))
+                else Mux(y0 + kh > bottom, bottom - y0, kh)[:kh.bit_length()])
         cols = (kw if (ow - 1) * sw + kw <= right
-                else Mux(x0 + kw > right, right - x0, kw))
+                else Mux(x0 + kw > right, right - x0, kw)[:kw.bit_length()])
+        return rows, cols
+
+    def _pool_size(self, y0, x0):
+        """Caffe's AVE pool size (see :meth:`_pool_extent`): a ``Const`` when
+        no window is clipped."""
+        rows, cols = self._pool_extent(y0, x0)
         if isinstance(rows, int) and isinstance(cols, int):
             return Const(rows * cols, range(self.area + 1))
         return rows * cols
+
+    def _reciprocal_at(self, divider, y0, x0):
+        """``divider``'s reciprocal of the pool size at ``(y0, x0)``: one table
+        on the clipped rows and columns, no multiplier before the lookup."""
+        (kh, kw) = self._kernel
+        rows, cols = self._pool_extent(y0, x0)
+        recip = divider.reciprocals
+        rows_range = [rows] if isinstance(rows, int) else range(1 << kh.bit_length())
+        cols_range = [cols] if isinstance(cols, int) else range(1 << kw.bit_length())
+        index = Cat(*(v for v in (cols, rows) if not isinstance(v, int)))
+        # Combinations no window has (beyond the kernel) read 0.
+        return Array(Const(recip[r * c] if r <= kh and c <= kw else 0,
+                           unsigned(divider.recip_bits))
+                     for r in rows_range for c in cols_range)[index]
 
 
 class AverageDivide(wiring.Component):
@@ -121,34 +141,68 @@ class AverageDivide(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        d = self._divider
-        table = Array(Const(r, unsigned(d.recip_bits)) for r in d.reciprocals)
-        product = Signal(signed(d.sum_bits + d.recip_bits + 1))
-        m.d.comb += product.eq(self.dividend * table[self.divisor])
-        whole = product[d.shift:].as_signed()
-        fraction = product[:d.shift]
-        half, window = 1 << (d.shift - 1), d.tie_window
-        tie = (fraction > half - window) & (fraction < half + window)
-        m.d.comb += self.quotient.eq(Mux(tie, whole + whole[0], whole + (fraction > half)))
+        m.d.comb += self.quotient.eq(_round_product(
+            self._divider, self.dividend * _reciprocal(self._divider, self.divisor)))
         return m
 
 
-def _divide(m, divider, dividend, size):
-    """``RNE(dividend / size)`` as ``divider`` defines it. A constant power of
-    two ``size`` (no window clipped) is a rounding shift, where the reciprocal
-    is exact (see :class:`AverageDivider`): no multiplier, no tie window."""
+def _reciprocal(divider, divisor):
+    return Array(Const(r, unsigned(divider.recip_bits)) for r in divider.reciprocals)[divisor]
+
+
+def _round_product(divider, product):
+    """The quotient from ``dividend * reciprocal``: the tie window, or round half up."""
+    d = divider
+    whole = product[d.shift:].as_signed()
+    fraction = product[:d.shift]
+    half, window = 1 << (d.shift - 1), d.tie_window
+    tie = (fraction > half - window) & (fraction < half + window)
+    return Mux(tie, whole + whole[0], whole + (fraction > half))
+
+
+#: The reciprocal's low part in :func:`_divide`: one DSP width of an operand.
+_RECIP_SPLIT = 17
+
+
+def _divide(m, divider, dividend, size, enables, *, reciprocal=None):
+    """``RNE(dividend / size)`` as ``divider`` defines it, over two register
+    stages (``enables``: when each takes its input): the dividend times the
+    low and the high part of ``size``'s reciprocal, then their sum; the
+    returned quotient rounds the registered sum. So a DSP meets at most one
+    adder in a cycle and the rounding's carry chains get their own.
+    ``reciprocal`` is the table entry for ``size`` when the caller has
+    registered it (``size`` then only says whether it is a constant). A
+    constant power of two ``size`` (no window clipped) is a rounding shift,
+    where the reciprocal is exact (see :class:`AverageDivider`): no
+    multiplier, no tie window, the dividend delayed as the product would be."""
+    first, second = enables
     if isinstance(size, Const) and size.value & (size.value - 1) == 0:
+        shape = Value.cast(dividend).shape()
+        held1, held = Signal(shape, name="divide_dividend1"), Signal(shape, name="divide_dividend")
+        with m.If(first):
+            m.d.sync += held1.eq(dividend)
+        with m.If(second):
+            m.d.sync += held.eq(held1)
         k = size.value.bit_length() - 1
         if k == 0:
-            return dividend
-        whole = dividend[k:].as_signed()
-        fraction = dividend[:k]
+            return held
+        whole = held[k:].as_signed()
+        fraction = held[:k]
         up = fraction[-1] & ((fraction[:-1] != 0) | whole[0]) if k > 1 else \
             fraction[0] & whole[0]
         return whole + up
-    m.submodules.divide = divide = AverageDivide(divider)
-    m.d.comb += [divide.dividend.eq(dividend), divide.divisor.eq(size)]
-    return divide.quotient
+    if reciprocal is None:
+        reciprocal = _reciprocal(divider, size)
+    split, bits = _RECIP_SPLIT, divider.sum_bits
+    low = Signal(signed(bits + split + 1), name="divide_low")
+    high = Signal(signed(bits + divider.recip_bits - split + 1), name="divide_high")
+    product = Signal(signed(bits + divider.recip_bits + 1), name="divide_product")
+    with m.If(first):
+        m.d.sync += [low.eq(dividend * reciprocal[:split]),
+                     high.eq(dividend * reciprocal[split:])]
+    with m.If(second):
+        m.d.sync += product.eq(low + (high << split))
+    return _round_product(divider, product)
 
 
 class Pooling(_Geometry, wiring.Component):
@@ -163,7 +217,8 @@ class Pooling(_Geometry, wiring.Component):
     of the first maximum; padding never wins), ``{"value"}`` for AVE
     (``RNE(sum / pool_size)``), in the same order.
 
-    Throughput one window per cycle; latency 2 cycles (reduce, then divide).
+    Throughput one window per cycle; latency MAX 2 cycles (reduce, select),
+    AVE 4 (sum, two multiply stages, round).
     ``data_shape`` must be signed, 2..32 bits.
     """
 
@@ -181,16 +236,17 @@ class Pooling(_Geometry, wiring.Component):
     def elaborate(self, platform):
         m = Module()
         kw = self._kernel[1]
-        # Both stages move together: one valid bit each, stalled by the output.
-        valid1, valid2 = Signal(), Signal()
-        advance = ~valid2 | self.pooled.ready
-        m.d.comb += [self.windows.ready.eq(advance), self.pooled.valid.eq(valid2)]
+        # All stages move together: one valid bit each, stalled by the output.
+        valid = [Signal(name=f"valid{i + 1}")
+                 for i in range(2 if self._kind is PoolKind.MAX else 4)]
+        advance = ~valid[-1] | self.pooled.ready
+        m.d.comb += [self.windows.ready.eq(advance), self.pooled.valid.eq(valid[-1])]
         take = self.windows.valid & advance
         y0, x0, c, _ = self._positions(m, take)
         window = self.windows.payload
 
         with m.If(advance):
-            m.d.sync += [valid1.eq(self.windows.valid), valid2.eq(valid1)]
+            m.d.sync += [v.eq(u) for u, v in zip([self.windows.valid] + valid, valid)]
 
         if self._kind is PoolKind.MAX:
             rows, cols = self._inside(y0, x0)
@@ -213,13 +269,16 @@ class Pooling(_Geometry, wiring.Component):
             divider = self.divider
             total = Signal(signed(divider.sum_bits))
             size = self._pool_size(y0, x0)
+            reciprocal = None
             if not isinstance(size, Const):
-                size, window_size = Signal(range(self.area + 1)), size
+                # Looked up with the sum, so the multiply starts from a register.
+                reciprocal = Signal(divider.recip_bits)
                 with m.If(advance):
-                    m.d.sync += size.eq(window_size)
+                    m.d.sync += reciprocal.eq(self._reciprocal_at(divider, y0, x0))
             with m.If(advance):
                 m.d.sync += total.eq(sum(window[i] for i in range(self.area)))
-            quotient = _divide(m, divider, total, size)
+            quotient = _divide(m, divider, total, size, (advance, advance),
+                               reciprocal=reciprocal)
             with m.If(advance):
                 # |average| <= max |input|: no saturation needed.
                 m.d.sync += self.pooled.payload.value.eq(quotient)
@@ -320,27 +379,38 @@ class PoolingBackward(_Geometry, wiring.Component):
                     # Hold one gradient and its window; spread it over kh * kw cycles.
                     divider = self.divider
                     busy = Signal()
-                    held_grad = Signal(self._shape)
                     held = Signal(range(self.area + 1))
-                    share = Signal(acc)
                     first = Signal()
                     hy0, hx0, hc = Signal.like(y0), Signal.like(x0), Signal.like(c)
                     held_last = Signal()
-                    quotient = _divide(m, divider, held_grad, self._pool_size(hy0, hx0))
+                    # The partial products are taken with the gradient, summed
+                    # the cycle after; every update rounds the sum into its
+                    # addend register, so the share needs no register of its own.
+                    size = self._pool_size(y0, x0)
+                    reciprocal = None
+                    if not isinstance(size, Const):
+                        # The position moves on a take, and the next take is
+                        # kh * kw + 2 cycles away: time to look it up. From
+                        # reset it holds the first window's.
+                        first_size = min(kh, height + 2 * ph) * min(kw, width + 2 * pw)
+                        reciprocal = Signal(divider.recip_bits,
+                                            init=divider.reciprocals[first_size])
+                        m.d.sync += reciprocal.eq(self._reciprocal_at(divider, y0, x0))
+                    quotient = _divide(m, divider, self.grads.payload.grad, size,
+                                       (take, busy & first), reciprocal=reciprocal)
                     m.d.comb += self.grads.ready.eq(~busy)
                     with m.If(take):
                         m.d.sync += [busy.eq(1), first.eq(1), held.eq(0),
-                                     held_grad.eq(self.grads.payload.grad),
                                      hy0.eq(y0), hx0.eq(x0), hc.eq(c), held_last.eq(last)]
                     rows, cols = self._inside(hy0, hx0)
                     ky = Array(Const(i // kw, range(kh)) for i in range(self.area))
                     kx = Array(Const(i % kw, range(kw)) for i in range(self.area))
                     inside = Array(rows[i // kw] & cols[i % kw] for i in range(self.area))
                     with m.If(busy & first):
-                        m.d.sync += [share.eq(quotient), first.eq(0)]
+                        m.d.sync += first.eq(0)
                     with m.Elif(busy):
                         y, x = hy0 + ky[held] - ph, hx0 + kx[held] - pw
-                        update(address(y, x, hc), share, inside[held])
+                        update(address(y, x, hc), quotient, inside[held])
                         m.d.sync += held.eq(held + 1)
                         with m.If(held == self.area - 1):
                             m.d.sync += busy.eq(0)

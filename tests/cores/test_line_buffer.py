@@ -94,7 +94,7 @@ def test_lenet_conv_geometry_full_throughput():
         span = cycles[row * 8:(row + 1) * 8]
         assert span[-1] - span[0] == 7, span
     # Pixels from cycle 0 on; window 0 needs N = 4 * 12 + 5 of them (docstring).
-    assert cycles[0] == 4 * 12 + 5 + 1
+    assert cycles[0] == 4 * 12 + 5 + 2
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -127,8 +127,10 @@ def test_forward_one_window_per_cycle(kind):
             cycle += 1
 
     simulate(dut, feed, drain, name=f"pooling_throughput_{kind.value}")
-    # Window 0 enters in cycle 0, leaves in cycle 2; then one per cycle.
-    assert arrivals == list(range(2, 2 + len(expected)))
+    # Window 0 enters in cycle 0, leaves in cycle 2 (MAX) or 4 (AVE); then
+    # one per cycle.
+    latency = 2 if kind is PoolKind.MAX else 4
+    assert arrivals == list(range(latency, latency + len(expected)))
 
 
 @st.composite

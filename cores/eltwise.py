@@ -279,7 +279,7 @@ class Eltwise(wiring.Component):
                 with m.If(advance):
                     m.d.sync += t1.eq(offset)
 
-            # Stage 2: bias add, derivative of the stored output, interpolation.
+            # Stage 2: bias add, derivative of the stored output, table entry.
             bias = bias_r.data[lane] << (in_frac - self.bias_fmt.frac)
             with_bias = is_op(ops[0], EltwiseOp.BIAS, EltwiseOp.BIAS_RELU)
             sum_expr = x1 + Mux(with_bias, bias, 0)
@@ -295,26 +295,37 @@ class Eltwise(wiring.Component):
                 deriv_expr = (Mux(is_op(ops[0], EltwiseOp.SIGMOID_BWD), derivs["sigmoid"],
                                   derivs["tanh"]) if len(tabs) == 2 else derivs[tabs[0].name])
                 deriv2 = Signal(deriv_expr.shape(), name=f"deriv2_{lane}")
-                interp_expr = (port.data.base << tb_max) + port.data.delta * t1
-                interp2 = Signal(interp_expr.shape(), name=f"interp2_{lane}")
+                # The table entry is only registered here: a block RAM's
+                # output is slow, too slow to feed a multiplier in one cycle.
+                base2 = Signal.like(port.data.base, name=f"base2_{lane}")
+                delta2 = Signal.like(port.data.delta, name=f"delta2_{lane}")
+                t2 = Signal.like(t1, name=f"t2_{lane}")
                 with m.If(advance):
-                    m.d.sync += [deriv2.eq(deriv_expr), interp2.eq(interp_expr)]
+                    m.d.sync += [deriv2.eq(deriv_expr), base2.eq(port.data.base),
+                                 delta2.eq(port.data.delta), t2.eq(t1)]
 
-            # Stage 3: ReLU scaling, derivative rounded to the output's frac.
-            relu_expr = Mux(relu_pos2, sum2 << sf, sum2 * slope2)
-            relu3 = Signal(relu_expr.shape(), name=f"relu3_{lane}")
+            # Stage 3: ReLU slope product, derivative rounded to the output's
+            # frac, interpolation. The slope product is chosen in stage 4:
+            # after a two-DSP product there is no time left for the mux.
+            scaled_expr = sum2 * slope2
+            scaled3 = Signal(scaled_expr.shape(), name=f"scaled3_{lane}")
+            relu_pos3 = Signal(name=f"pos3_{lane}")
             sum3 = Signal.like(sum2, name=f"sum3_{lane}")
             with m.If(advance):
-                m.d.sync += [relu3.eq(relu_expr), sum3.eq(sum2)]
+                m.d.sync += [scaled3.eq(scaled_expr), relu_pos3.eq(relu_pos2), sum3.eq(sum2)]
+            relu3 = Mux(relu_pos3, sum3 << sf, scaled3)
             if tabs:
                 d_expr = round_half_even(deriv2, af)
                 d3 = Signal(d_expr.shape(), name=f"d3_{lane}")
-                interp3 = Signal.like(interp2, name=f"interp3_{lane}")
+                interp_expr = (base2 << tb_max) + delta2 * t2
+                interp3 = Signal(interp_expr.shape(), name=f"interp3_{lane}")
                 with m.If(advance):
-                    m.d.sync += [d3.eq(d_expr), interp3.eq(interp2)]
+                    m.d.sync += [d3.eq(d_expr), interp3.eq(interp_expr)]
 
             # Stage 4: gradient product; align every op's result to ``frac``.
-            # Ops of tables not built output 0 (the engines refuse them).
+            # Ops of tables not built output 0 (the engines refuse them). The
+            # product is registered apart (a multi-DSP product has no time
+            # left for a mux) and chosen in stage 5.
             fwd_ops = tuple(TABLE_OPS[t.name][0] for t in tabs)
             bwd_ops = tuple(TABLE_OPS[t.name][1] for t in tabs)
             cases = [
@@ -323,9 +334,16 @@ class Eltwise(wiring.Component):
                  relu3 << (frac - in_frac - sf)),
             ]
             if tabs:
-                cases += [(fwd_ops, interp3 << (frac - TABLE_FORMAT.frac - tb_max)),
-                          (bwd_ops, (sum3 * d3) << (frac - in_frac - af))]
-            width = max(len(value) for _, value in cases) + 1
+                cases += [(fwd_ops, interp3 << (frac - TABLE_FORMAT.frac - tb_max))]
+                product_expr = sum3 * d3
+                product4 = Signal(product_expr.shape(), name=f"product4_{lane}")
+                use_product4 = Signal(name=f"use_product4_{lane}")
+                with m.If(advance):
+                    m.d.sync += [product4.eq(product_expr),
+                                 use_product4.eq(is_op(ops[2], *bwd_ops))]
+                aligned_product = product4 << (frac - in_frac - af)
+            width = max([len(value) for _, value in cases]
+                        + ([len(aligned_product)] if tabs else [])) + 1
             wide4 = Signal(signed(width), name=f"wide4_{lane}")
             with m.If(advance):
                 with m.Switch(ops[2]):
@@ -334,10 +352,12 @@ class Eltwise(wiring.Component):
                             m.d.sync += wide4.eq(value)
                     with m.Default():
                         m.d.sync += wide4.eq(0)
+            wide = Signal(signed(width), name=f"wide_{lane}")
+            m.d.comb += wide.eq(Mux(use_product4, aligned_product, wide4) if tabs else wide4)
 
             # Stage 5: the one rounding (half to even) and saturation.
             with m.If(advance):
                 m.d.sync += out.payload[lane].eq(
-                    saturate(round_half_even(wide4, frac - out_fmt.frac), out_fmt.bits))
+                    saturate(round_half_even(wide, frac - out_fmt.frac), out_fmt.bits))
         return m
 

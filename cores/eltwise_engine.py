@@ -93,7 +93,8 @@ class EltwiseEngine(wiring.Component):
 
     Throughput: one word (two elements) per cycle with one operand, one word
     per two cycles with ``aux`` (the port reads a word per cycle). Latency:
-    memory latency plus 7 cycles (core 5, rounding 1, write register 1).
+    memory latency plus 9 cycles (feed register 1, core 5, rounding 2, write
+    register 1).
     """
 
     def __init__(self, *, in_frac=12, aux_frac=15, chunk_words=16, tables=TABLES):
@@ -184,8 +185,11 @@ class EltwiseEngine(wiring.Component):
         gen_phase = Signal(2)
         gen_left = Signal(31)
         gen_src, gen_aux, gen_dst = Signal(32), Signal(32), Signal(32)
+        # ``gen_left > ch`` is a register (the next chunk's test looks two
+        # chunks ahead) so no 31-bit compare sits before the request's valid.
+        gen_big = Signal()
         gen_chunk = Signal(range(ch + 1))
-        m.d.comb += gen_chunk.eq(Mux(gen_left > ch, ch, gen_left))
+        m.d.comb += gen_chunk.eq(Mux(gen_big, ch, gen_left))
         # Words the src/aux FIFOs are committed to hold: read requests are
         # issued only with room, so ``r`` is never back-pressured.
         reserved = Signal(range(depth + 1))
@@ -217,10 +221,10 @@ class EltwiseEngine(wiring.Component):
                 with m.Default():
                     step = gen_chunk << 2
                     m.d.sync += [gen_phase.eq(Mux(cur.read_src, PH_SRC, PH_DST)),
-                                 gen_left.eq(gen_left - gen_chunk),
+                                 gen_left.eq(gen_left - gen_chunk), gen_big.eq(gen_left > 2 * ch),
                                  gen_src.eq(gen_src + step), gen_aux.eq(gen_aux + step),
                                  gen_dst.eq(gen_dst + step)]
-                    with m.If(gen_left == gen_chunk):
+                    with m.If(~gen_big):
                         m.d.sync += gen_busy.eq(0)
 
         m.d.comb += mem.resp.ready.eq(1)
@@ -233,7 +237,9 @@ class EltwiseEngine(wiring.Component):
         rt_left = Signal(31)             # src words not yet received, this chunk's included
         rt_pos = Signal(range(ch))
         rt_aux = Signal()
-        rt_chunk = Mux(rt_left > ch, ch, rt_left)
+        rt_big = Signal()                # rt_left > ch
+        rt_chunk = Signal(range(ch + 1))
+        m.d.comb += rt_chunk.eq(Mux(rt_big, ch, rt_left))
         m.d.comb += [
             mem.r.ready.eq(busy & Mux(rt_aux, aux_fifo.w_rdy, src_fifo.w_rdy)),
             src_fifo.w_data.eq(mem.r.payload), aux_fifo.w_data.eq(mem.r.payload),
@@ -241,40 +247,55 @@ class EltwiseEngine(wiring.Component):
         got = mem.r.valid & mem.r.ready
         m.d.comb += [src_fifo.w_en.eq(got & ~rt_aux), aux_fifo.w_en.eq(got & rt_aux)]
         with m.If(got):
-            with m.If(rt_pos == rt_chunk - 1):
+            with m.If(rt_pos + 1 == rt_chunk):
                 m.d.sync += rt_pos.eq(0)
                 with m.If(cur.read_aux & ~rt_aux):
                     m.d.sync += rt_aux.eq(1)
                 with m.Else():
-                    m.d.sync += [rt_aux.eq(0), rt_left.eq(rt_left - rt_chunk)]
+                    m.d.sync += [rt_aux.eq(0), rt_left.eq(rt_left - rt_chunk),
+                                 rt_big.eq(rt_left > 2 * ch)]
             with m.Else():
                 m.d.sync += rt_pos.eq(rt_pos + 1)
 
         # ---- feed: a word of each operand per beat -------------------------
+        # The beat is registered: the FIFOs' LUT RAM read and the ADD sum
+        # would otherwise run on into the core's table address.
         feed_left = Signal(31)
         beat = core.data_in
+        feed = Signal.like(beat.payload, name="feed")
+        feed_valid = Signal()
         have_src = ~cur.read_src | src_fifo.r_rdy
         have_aux = ~cur.read_aux | aux_fifo.r_rdy
-        m.d.comb += [beat.valid.eq(busy & (feed_left != 0) & have_src & have_aux),
+        m.d.comb += [beat.valid.eq(feed_valid), beat.payload.eq(feed),
                      core.op.eq(cur.op), core.slope.eq(cur.slope)]
-        fire = beat.valid & beat.ready
+        fire = (busy & (feed_left != 0) & have_src & have_aux
+                & (~feed_valid | beat.ready))
         m.d.comb += [src_fifo.r_en.eq(fire & cur.read_src), aux_fifo.r_en.eq(fire & cur.read_aux),
                      release.eq(fire & cur.read_src)]
         with m.If(fire):
-            m.d.sync += feed_left.eq(feed_left - 1)
+            m.d.sync += [feed_left.eq(feed_left - 1), feed_valid.eq(1)]
+        with m.Elif(beat.ready):
+            m.d.sync += feed_valid.eq(0)
         for lane in range(2):
             s = src_fifo.r_data.word_select(lane, ew).as_signed()
             a = aux_fifo.r_data.word_select(lane, ew).as_signed()
-            m.d.comb += [beat.payload.x[lane].eq(Mux(cur.read_src, s, 0) + Mux(cur.add, a, 0)),
-                         beat.payload.aux[lane].eq(a)]
+            with m.If(fire):
+                m.d.sync += [feed.x[lane].eq(Mux(cur.read_src, s, 0) + Mux(cur.add, a, 0)),
+                             feed.aux[lane].eq(a)]
 
         # ---- requantise (round half to even by cur.shift) and write --------
+        # Two stages: the rounding add, then the saturating shift (each alone
+        # fills a cycle). The write register has a skid register behind it,
+        # so ``out.ready`` (the core's stall, hundreds of clock enables)
+        # comes from registers, not from the write port's ready.
         out = core.data_out
-        w_reg = Signal(32)
-        w_valid = Signal()
+        w_reg, skid = Signal(32), Signal(32)
+        w_valid, skid_valid = Signal(), Signal()
+        r_valid = Signal()
         out_left = Signal(31)
-        m.d.comb += [mem.w.valid.eq(w_valid), mem.w.payload.eq(w_reg),
-                     out.ready.eq(~w_valid | mem.w.ready)]
+        r_free = ~r_valid | ~skid_valid
+        r_move = r_valid & ~skid_valid
+        m.d.comb += [mem.w.valid.eq(w_valid), mem.w.payload.eq(w_reg), out.ready.eq(r_free)]
         # The core's result is 48 bits, so a shift beyond 49 rounds to 0 as
         # 49 does: clamped, the rounding sum fits 50 bits. The rounding
         # constant (2**(shift-1) - 1) and the saturation mask depend on the
@@ -296,12 +317,22 @@ class EltwiseEngine(wiring.Component):
             # signed $shiftx, which CXXRTL evaluates unlike Amaranth's simulator.
             kept = (shift != 0) & ext.as_unsigned().bit_select(shift, 1)
             total = Signal(signed(width), name=f"rounding{lane}")
-            m.d.comb += total.eq(ext + round_base + kept)
+            with m.If(out.valid & r_free):
+                m.d.sync += total.eq(ext + round_base + kept)
             packed.append(shift_saturate(total, shift, sat_mask, ew))
-        with m.If(out.valid & out.ready):
-            m.d.sync += [w_reg.eq(Cat(*packed)), w_valid.eq(1)]
-        with m.Elif(mem.w.ready):
-            m.d.sync += w_valid.eq(0)
+        with m.If(out.valid & r_free):
+            m.d.sync += r_valid.eq(1)
+        with m.Elif(r_move):
+            m.d.sync += r_valid.eq(0)
+        with m.If(~w_valid | mem.w.ready):
+            with m.If(skid_valid):
+                m.d.sync += [w_reg.eq(skid), skid_valid.eq(0)]
+            with m.Elif(r_move):
+                m.d.sync += [w_reg.eq(Cat(*packed)), w_valid.eq(1)]
+            with m.Else():
+                m.d.sync += w_valid.eq(0)
+        with m.Elif(r_move):
+            m.d.sync += [skid.eq(Cat(*packed)), skid_valid.eq(1)]
         w_word = mem.w.valid & mem.w.ready
         with m.If(w_word):
             m.d.sync += out_left.eq(out_left - 1)
@@ -312,6 +343,7 @@ class EltwiseEngine(wiring.Component):
             m.d.sync += [
                 cur.eq(c), busy.eq(1), gen_busy.eq(1),
                 gen_phase.eq(Mux(c.read_src, PH_SRC, PH_DST)), gen_left.eq(c.words),
+                gen_big.eq(c.words > ch), rt_big.eq(c.words > ch),
                 gen_src.eq(c.src), gen_aux.eq(c.aux), gen_dst.eq(c.dst),
                 rt_left.eq(c.words), rt_pos.eq(0), rt_aux.eq(0),
                 feed_left.eq(c.words), out_left.eq(c.words),

@@ -7,7 +7,7 @@ import enum
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import Out
 
 from fecaffe_hw.runtime import isa
@@ -97,15 +97,17 @@ class FmapDma(wiring.Component):
     (16..64), the buffers' depths, and ``depth`` (a power of two), the memory
     commands and store operations in flight.
 
-    Latency: a command spends 61 cycles in set-up (the geometry's products
+    Latency: a command spends 63 cycles in set-up (the geometry's products
     on one shared, registered 32 x 16 multiplier; two restoring dividers, a
     quotient bit per cycle, split ``col0`` and ``k0`` into map coordinates;
     the walker's start offsets are the multiplier's products summed in one
-    accumulator); a refused one reports ``done`` 12 cycles after it is
+    accumulator); a refused one reports ``done`` 13 cycles after it is
     taken. The tile is
     then walked row by row with incremental counters, no multiplier or
-    divider in the per-element path; an element reaches the memory side two
-    cycles after the walker, which runs up to four elements ahead.
+    divider in the per-element path; an element reaches the memory side three
+    cycles after the walker, which runs up to four elements ahead, and a
+    memory command leaves through a skid buffer (registered outputs) a
+    cycle after it is issued.
 
     Throughput (single-word memory commands, up to ``depth`` in flight, so
     a memory latency ``L`` below ``depth`` overlaps): loads move one element
@@ -118,8 +120,8 @@ class FmapDma(wiring.Component):
     compares 16 address bits, so a word a multiple of 2**16 words from one
     in flight may wait too). Measured
     with ``L = 8`` (tests/cores/test_fmap_dma.py): IM2COL load of 25 x 64
-    (1 x 1 x 28 x 28 map, 5x5 kernel) 1734 cycles, 1.05 per element;
-    STORE_FMAP 20 x 8: 242 cycles; STORE_COL2IM 25 x 8: 594 cycles (rows of
+    (1 x 1 x 28 x 28 map, 5x5 kernel) 1738 cycles, 1.05 per element;
+    STORE_FMAP 20 x 8: 249 cycles; STORE_COL2IM 25 x 8: 637 cycles (rows of
     8 overlap the previous row's words, so each row waits a round trip).
     """
 
@@ -260,12 +262,22 @@ class FmapDma(wiring.Component):
         # ---- walker --------------------------------------------------------
         gen_active = Signal()
         last_ok = Signal()            # loads: ``last_word`` was requested
+        last_word = Signal(30)
         w_r, w_c = Signal(16), Signal(16)
         kx, ky = Signal(8), Signal(8)
         c_off, ky_off, row_off = Signal(_OFF), Signal(_OFF), Signal(_OFF)
         ox, oy = Signal(16), Signal(16)
         ix_base, iy_base = Signal(_POS), Signal(_POS)
         n_off, oy_off, col_off = Signal(_OFF), Signal(_OFF), Signal(_OFF)
+        c_last, r_last, kx_last, ky_last, ox_last, oy_last = (
+            Signal(name=f"{n}_last") for n in ("c", "r", "kx", "ky", "ox", "oy"))
+        # per command: ``limit - 2`` (mod 2**16) and ``limit == 1``
+        cols_m2, rows_m2, ow_m2, oh_m2 = (Signal(16, name=n) for n in
+                                          ("cols_m2", "rows_m2", "ow_m2", "oh_m2"))
+        kw_m2, kh_m2 = Signal(16), Signal(16)
+        cols_one, kw_one, kh_one, ow_one, oh_one = (
+            Signal(name=f"{n}_one") for n in ("cols", "kw", "kh", "ow", "oh"))
+        ox0_last, oy0_last = Signal(), Signal()
 
         busy = Signal()
         finished = Signal()
@@ -278,7 +290,8 @@ class FmapDma(wiring.Component):
             m.d.comb += [self.done.eq(1), self.fault.eq(1)]
 
         # Multiplier programs: (a, b, how, destinations); the product of step
-        # i is captured at step i + 2, so a step may use results of step i - 3.
+        # i is captured at step i + 2 (an accumulated one at step i + 3), so a
+        # step may use products of step i - 3 (accumulated ones of i - 4).
         # ``how``: None keeps the product itself; "load", "add", "sub" set,
         # add it to or subtract it from the accumulator, and the destinations
         # take the accumulator's new value.
@@ -300,24 +313,34 @@ class FmapDma(wiring.Component):
             (e["W"], ky0, "add", [ky_off, row_off]), (1, kx0, "add", [row_off]),
         ]
         step = Signal(4)
+        legal_ok = Signal()
 
         def run_products(program, next_state):
+            # The accumulator's mode is registered a step ahead and its
+            # destinations load from ``acc`` a step after it, so neither the
+            # step decoder nor the 31-bit adder sits before the walker's
+            # multiplexers.
+            last = len(program) + 1 + any(how is not None for _, _, how, _ in program)
             with m.Switch(step):
-                for i in range(len(program) + 2):
+                for i in range(last + 1):
                     with m.Case(i):
                         if i < len(program):
                             a, b, _, _ = program[i]
                             m.d.sync += [mul_a.eq(a), mul_b.eq(b)]
-                        if i >= 2:
+                        if 1 <= i <= len(program):
+                            how = program[i - 1][2]
+                            m.d.sync += [acc_load.eq(how == "load"), acc_sub.eq(how == "sub")]
+                        if 2 <= i < len(program) + 2:
                             _, _, how, dests = program[i - 2]
                             if how is None:
                                 m.d.sync += [d.eq(prod[:len(d)]) for d in dests]
                             else:
-                                m.d.comb += [acc_load.eq(how == "load"),
-                                             acc_sub.eq(how == "sub")]
-                                m.d.sync += [acc.eq(acc_next),
-                                             *(d.eq(acc_next[:len(d)]) for d in dests)]
-                        if i == len(program) + 1:
+                                m.d.sync += acc.eq(acc_next)
+                        if 3 <= i:
+                            _, _, how, dests = program[i - 3]
+                            if how is not None:
+                                m.d.sync += [d.eq(acc[:len(d)]) for d in dests]
+                        if i == last:
                             m.d.sync += step.eq(0)
                             m.next = next_state
                         else:
@@ -356,7 +379,12 @@ class FmapDma(wiring.Component):
             with m.State("PRODUCTS"):
                 run_products(first_products, "CHECK")
             with m.State("CHECK"):
-                with m.If(self._legal(cur, row_limit, positions)):
+                # Registered: the whole legality cone ends at one flip-flop
+                # instead of at the divider's and the FSM's enables.
+                m.d.sync += legal_ok.eq(self._legal(cur, row_limit, positions))
+                m.next = "DECIDE"
+            with m.State("DECIDE"):
+                with m.If(legal_ok):
                     div_start(div_c, cur.col0)
                     div_start(div_k, cur.k0)
                     m.d.sync += [divisor_low.eq(0), div_step.eq(0)]
@@ -385,6 +413,12 @@ class FmapDma(wiring.Component):
             with m.State("COORDS"):
                 m.d.sync += [oy0.eq(div_c[1]), ox0.eq(div_c[0]),
                              ky0.eq(div_k[1]), kx0.eq(div_k[0]), step.eq(0)]
+                m.d.sync += [cols_m2.eq(cur.cols - 2), rows_m2.eq(cur.rows - 2),
+                             ow_m2.eq(e["OW"] - 2), oh_m2.eq(e["OH"] - 2),
+                             kw_m2.eq(e["KW"] - 2), kh_m2.eq(e["KH"] - 2),
+                             cols_one.eq(cur.cols == 1), kw_one.eq(e["KW"] == 1),
+                             kh_one.eq(e["KH"] == 1), ow_one.eq(e["OW"] == 1),
+                             oh_one.eq(e["OH"] == 1)]
                 m.next = "PRODUCTS2"
             with m.State("PRODUCTS2"):
                 run_products(second_products, "START")
@@ -394,6 +428,10 @@ class FmapDma(wiring.Component):
                     ox.eq(ox0), oy.eq(oy0), ix_base.eq(st_ix), iy_base.eq(st_iy),
                     n_off.eq(st_n_off), oy_off.eq(st_oy_off), col_off.eq(st_col_off),
                     w_r.eq(0), w_c.eq(0), gen_active.eq(1),
+                    c_last.eq(cols_one), r_last.eq(cur.rows == 1),
+                    kx_last.eq(kx0 + 1 == e["KW"]), ky_last.eq(ky0 + 1 == e["KH"]),
+                    ox_last.eq(ox0 + 1 == e["OW"]), oy_last.eq(oy0 + 1 == e["OH"]),
+                    ox0_last.eq(ox0 + 1 == e["OW"]), oy0_last.eq(oy0 + 1 == e["OH"]),
                 ]
                 m.next = "RUN"
             with m.State("RUN"):
@@ -413,43 +451,56 @@ class FmapDma(wiring.Component):
         # pipeline carries them only as wide as the largest buffer needs.
         lane_bits = max(1, (max(self.rows, self.cols) - 1).bit_length())
         baddr_bits = max(1, (max(self._depths) - 1).bit_length())
-        elem_layout = data.StructLayout({"inside": 1, "word": 30, "half": 1,
+        elem_layout = data.StructLayout({"inside": 1, "need": 1, "word": 30, "half": 1,
                                          "lane": lane_bits, "baddr": baddr_bits, "last": 1})
-        m.submodules.elems = elems = SyncFIFO(width=elem_layout.size, depth=4)
+        # Registered output: the memory side's handshakes start at flip-flops,
+        # not behind the queue's distributed-RAM read.
+        m.submodules.elems = elems = SyncFIFOBuffered(width=elem_layout.size, depth=4)
         e1_valid = Signal()
         e2_valid, e2_take = elems.r_rdy, Signal()
         gen_fire = Signal()
-        m.d.comb += gen_fire.eq(gen_active & (elems.w_level < 2))
-        row_end = w_c + 1 == cur.cols
+        # ``w_level`` misses the element in E1 and the one being generated.
+        m.d.comb += gen_fire.eq(gen_active & (elems.w_level < elems.depth - 1))
+        # Each counter carries a registered "at its last value" flag, set
+        # one step ahead by an equality with ``limit - 2`` (a per-command
+        # constant), so no increment-and-compare chain drives the walker's
+        # wide clock enables and multiplexers.
         with m.If(gen_fire):
-            with m.If(row_end):
-                m.d.sync += [w_c.eq(0), w_r.eq(w_r + 1),
-                             ox.eq(ox0), oy.eq(oy0), ix_base.eq(st_ix), iy_base.eq(st_iy),
+            with m.If(c_last):
+                m.d.sync += [w_c.eq(0), w_r.eq(w_r + 1), c_last.eq(cols_one),
+                             r_last.eq(w_r == rows_m2),
+                             ox.eq(ox0), oy.eq(oy0), ox_last.eq(ox0_last), oy_last.eq(oy0_last),
+                             ix_base.eq(st_ix), iy_base.eq(st_iy),
                              n_off.eq(st_n_off), oy_off.eq(st_oy_off), col_off.eq(st_col_off)]
-                with m.If(w_r + 1 == cur.rows):
+                with m.If(r_last):
                     m.d.sync += gen_active.eq(0)
-                with m.If(kx + 1 == e["KW"]):
-                    m.d.sync += kx.eq(0)
-                    with m.If(ky + 1 == e["KH"]):
-                        m.d.sync += [ky.eq(0), c_off.eq(c_off + HW), ky_off.eq(c_off + HW),
+                with m.If(kx_last):
+                    m.d.sync += [kx.eq(0), kx_last.eq(kw_one)]
+                    with m.If(ky_last):
+                        m.d.sync += [ky.eq(0), ky_last.eq(kh_one),
+                                     c_off.eq(c_off + HW), ky_off.eq(c_off + HW),
                                      row_off.eq(c_off + HW)]
                     with m.Else():
-                        m.d.sync += [ky.eq(ky + 1), ky_off.eq(ky_off + e["W"]),
-                                     row_off.eq(ky_off + e["W"])]
+                        m.d.sync += [ky.eq(ky + 1), ky_last.eq(ky == kh_m2),
+                                     ky_off.eq(ky_off + e["W"]), row_off.eq(ky_off + e["W"])]
                 with m.Else():
-                    m.d.sync += [kx.eq(kx + 1), row_off.eq(row_off + 1)]
+                    m.d.sync += [kx.eq(kx + 1), kx_last.eq(kx == kw_m2),
+                                 row_off.eq(row_off + 1)]
             with m.Else():
-                m.d.sync += w_c.eq(w_c + 1)
-                with m.If(ox + 1 == e["OW"]):
-                    m.d.sync += [ox.eq(0), ix_base.eq(-e["PW"])]
-                    with m.If(oy + 1 == e["OH"]):
-                        m.d.sync += [oy.eq(0), iy_base.eq(-e["PH"]), n_off.eq(n_off + CHW),
-                                     oy_off.eq(n_off + CHW), col_off.eq(n_off + CHW)]
+                m.d.sync += [w_c.eq(w_c + 1), c_last.eq(w_c == cols_m2)]
+                with m.If(ox_last):
+                    m.d.sync += [ox.eq(0), ox_last.eq(ow_one), ix_base.eq(-e["PW"])]
+                    with m.If(oy_last):
+                        m.d.sync += [oy.eq(0), oy_last.eq(oh_one), iy_base.eq(-e["PH"]),
+                                     n_off.eq(n_off + CHW), oy_off.eq(n_off + CHW),
+                                     col_off.eq(n_off + CHW)]
                     with m.Else():
-                        m.d.sync += [oy.eq(oy + 1), iy_base.eq(iy_base + e["SH"]),
+                        m.d.sync += [oy.eq(oy + 1), oy_last.eq(oy == oh_m2),
+                                     iy_base.eq(iy_base + e["SH"]),
                                      oy_off.eq(oy_off + SHW), col_off.eq(oy_off + SHW)]
                 with m.Else():
-                    m.d.sync += [ox.eq(ox + 1), ix_base.eq(ix_base + e["SW"]),
+                    m.d.sync += [ox.eq(ox + 1), ox_last.eq(ox == ow_m2),
+                                 ix_base.eq(ix_base + e["SW"]),
                                  col_off.eq(col_off + e["SW"])]
 
         # E1: positions and offset; then the inside test and placement on
@@ -464,17 +515,27 @@ class FmapDma(wiring.Component):
                          e1_off.eq(row_off + col_off),
                          e1_lane.eq(Mux(cur.transpose, w_r, w_c)),
                          e1_baddr.eq(cur.word + Mux(cur.transpose, w_c, w_r)),
-                         e1_last.eq(row_end & (w_r + 1 == cur.rows))]
+                         e1_last.eq(c_last & r_last)]
         ew = elem_layout(elems.w_data)
+        # Its own signal, not a field read back from ``w_data``: a wire that
+        # feeds itself needs delta cycles in CXXRTL's single evaluation.
+        inside = Signal()
         m.d.comb += [
             elems.w_en.eq(e1_valid),
             # 0 <= iy < H, H below 2**16: as iy's high bits zero, a 16-bit compare.
-            ew.inside.eq((e1_iy[16:] == 0) & (e1_iy[:16] < e["H"])
-                         & (e1_ix[16:] == 0) & (e1_ix[:16] < e["W"])),
+            inside.eq((e1_iy[16:] == 0) & (e1_iy[:16] < e["H"])
+                      & (e1_ix[16:] == 0) & (e1_ix[:16] < e["W"])),
+            ew.inside.eq(inside),
+            # Loads request a word only if it differs from the previous
+            # inside element's (the last word requested, as elements are
+            # taken in order), decided here off the memory side's path.
+            ew.need.eq(inside & ~(last_ok & (last_word == e1_off[1:]))),
             ew.word.eq(e1_off[1:]), ew.half.eq(e1_off[0]),
             ew.lane.eq(e1_lane), ew.baddr.eq(e1_baddr),
             ew.last.eq(e1_last),
         ]
+        with m.If(e1_valid & inside):
+            m.d.sync += [last_word.eq(e1_off[1:]), last_ok.eq(1)]
         er = elem_layout(elems.r_data)
         e2_inside, e2_word, e2_half = er.inside, er.word, er.half
         e2_lane, e2_baddr, e2_last = er.lane, er.baddr, er.last
@@ -486,21 +547,36 @@ class FmapDma(wiring.Component):
         m.submodules.tags = tags = SyncFIFO(width=1, depth=2 * depth + 2)
         rd_cmd_valid, wr_cmd_valid = Signal(), Signal()
         rd_word, wr_word = Signal(30), Signal(30)
-        lock_rd, lock_wr = Signal(), Signal()
+        # Commands leave through a skid buffer (registered outputs, and room
+        # that is one register): the target's ``ready`` reaches no internal
+        # handshake, an offered command stays offered until taken (stream
+        # rule), and one command per cycle passes with a cycle of latency. A
+        # tag is pushed as a command enters; responses still come in order.
+        cmd_layout = data.StructLayout({"word": 30, "write": 1})
+        out_valid, skid_valid = Signal(), Signal()
+        out_cmd, skid_cmd, in_cmd = (Signal(cmd_layout, name=n) for n in
+                                     ("out_cmd", "skid_cmd", "in_cmd"))
         grant_wr = Signal()
-        # Once offered, a command stays offered until taken (stream rule).
-        m.d.comb += grant_wr.eq(~lock_rd & (lock_wr | wr_cmd_valid))
+        m.d.comb += grant_wr.eq(wr_cmd_valid & ~skid_valid)
+        rd_fire = rd_cmd_valid & ~wr_cmd_valid & ~skid_valid
+        wr_fire = grant_wr
+        cmd_fire = rd_fire | wr_fire
+        m.d.comb += [in_cmd.word.eq(Mux(grant_wr, wr_word, rd_word)), in_cmd.write.eq(grant_wr)]
+        # The registers load whether or not a command enters (``valid`` bits
+        # say which hold one), keeping ``cmd_fire`` off their 31 enables.
+        with m.If(~out_valid | mem.cmd.ready):
+            m.d.sync += [out_valid.eq(skid_valid | cmd_fire),
+                         out_cmd.eq(Mux(skid_valid, skid_cmd, in_cmd)), skid_valid.eq(0)]
+        with m.Else():
+            m.d.sync += skid_valid.eq(skid_valid | cmd_fire)
+        with m.If(~skid_valid):
+            m.d.sync += skid_cmd.eq(in_cmd)
         m.d.comb += [
-            mem.cmd.valid.eq(Mux(grant_wr, wr_cmd_valid, rd_cmd_valid)),
-            mem.cmd.payload.addr.eq(Cat(Const(0, 2), Mux(grant_wr, wr_word, rd_word))),
+            mem.cmd.valid.eq(out_valid),
+            mem.cmd.payload.addr.eq(Cat(Const(0, 2), out_cmd.word)),
             mem.cmd.payload.words.eq(1),
-            mem.cmd.payload.write.eq(grant_wr),
+            mem.cmd.payload.write.eq(out_cmd.write),
         ]
-        cmd_fire = mem.cmd.valid & mem.cmd.ready
-        rd_fire = cmd_fire & ~grant_wr
-        wr_fire = cmd_fire & grant_wr
-        m.d.sync += [lock_rd.eq(mem.cmd.valid & ~mem.cmd.ready & ~grant_wr),
-                     lock_wr.eq(mem.cmd.valid & ~mem.cmd.ready & grant_wr)]
         m.d.comb += [tags.w_en.eq(cmd_fire), tags.w_data.eq(grant_wr)]
 
         m.d.comb += [mem.resp.ready.eq(1), tags.r_en.eq(mem.resp.valid)]
@@ -518,8 +594,7 @@ class FmapDma(wiring.Component):
         pending_layout = data.StructLayout({"need": 1, "half": 1, "inside": 1,
                                             "lane": lane_bits, "baddr": baddr_bits})
         m.submodules.pending = pending = SyncFIFO(width=pending_layout.size, depth=depth)
-        last_word = Signal(30)
-        need = e2_inside & ~(last_ok & (last_word == e2_word))
+        need = er.need
         m.d.comb += [
             rd_cmd_valid.eq(Mux(loading, e2_valid & need & pending.w_rdy & tags.w_rdy,
                                 st_rd_valid)),
@@ -530,8 +605,6 @@ class FmapDma(wiring.Component):
         m.d.comb += [pw.need.eq(need), pw.half.eq(e2_half), pw.inside.eq(e2_inside),
                      pw.lane.eq(e2_lane), pw.baddr.eq(e2_baddr),
                      pending.w_en.eq(ld_take)]
-        with m.If(ld_take & need):
-            m.d.sync += [last_word.eq(e2_word), last_ok.eq(1)]
 
         head = pending_layout(pending.r_data)
         held = Signal(32)
@@ -553,52 +626,51 @@ class FmapDma(wiring.Component):
             m.d.sync += port.en.eq(Cat(selected & (head.lane == i) for i in range(lanes)))
 
         # ---- stores: read C, requantise, merge into words, RMW -------------
-        pend, capture = Signal(), Signal()
-        pend_lane = Signal(lane_bits)
+        # The requantiser never stalls: an element is read from C only with
+        # room for it in ``requant`` (counted in ``st_count`` from the read to
+        # its leaving the queue), so the merge stage's handshakes stop at the
+        # queue instead of running back through every stage to ``elems``.
         meta = data.StructLayout({"word": 30, "half": 1, "inside": 1, "last": 1})
+        pend = Signal()
+        pend_lane = Signal(lane_bits)
         pend_meta = Signal(meta)
-        x_valid, x_adv = Signal(), Signal()
+        x_valid = Signal()
         x_val = Signal(signed(aw))
         x_meta = Signal(meta)
-        y_valid, y_adv = Signal(), Signal()
+        y_valid = Signal()
         y_sum = Signal(signed(aw + 2))
         y_meta = Signal(meta)
-        z_valid, z_adv = Signal(), Signal()
-        z_val = Signal(signed(16))
-        z_meta = Signal(meta)
+        s_valid = Signal()
+        s_val = Signal(signed(16))
+        s_meta = Signal(meta)
+        requant_layout = data.StructLayout({"val": signed(16), "meta": meta})
+        m.submodules.requant = requant = SyncFIFOBuffered(width=requant_layout.size, depth=8)
+        st_count = Signal(range(requant.depth + 1))
+        z_adv = Signal()
+        z_valid = requant.r_rdy
+        z_val = requant_layout(requant.r_data).val
+        z_meta = requant_layout(requant.r_data).meta
 
-        st_take = storing & e2_valid & (~pend | capture)
+        st_take = storing & e2_valid & (st_count != requant.depth)
         m.d.comb += [self.c_read.addr.eq(e2_baddr), self.c_read.en.eq(st_take)]
         m.d.comb += e2_take.eq(Mux(storing_cmd, st_take, ld_take))
+        m.d.sync += st_count.eq(st_count + st_take - z_adv)
+        m.d.sync += [pend.eq(st_take), x_valid.eq(pend), y_valid.eq(x_valid),
+                     s_valid.eq(y_valid)]
         with m.If(st_take):
-            m.d.sync += [pend.eq(1),
-                         pend_lane.eq(e2_lane),
+            m.d.sync += [pend_lane.eq(e2_lane),
                          pend_meta.word.eq(e2_word), pend_meta.half.eq(e2_half),
                          pend_meta.inside.eq(e2_inside), pend_meta.last.eq(e2_last)]
-        with m.Elif(capture):
-            m.d.sync += pend.eq(0)
-
-        m.d.comb += [
-            capture.eq(pend & (~x_valid | x_adv)),
-            x_adv.eq(x_valid & (~y_valid | y_adv)),
-            y_adv.eq(y_valid & (~z_valid | z_adv)),
-        ]
-        with m.If(capture):
-            m.d.sync += [x_valid.eq(1), x_meta.eq(pend_meta),
-                         x_val.eq(self.c_read.data[pend_lane])]
-        with m.Elif(x_adv):
-            m.d.sync += x_valid.eq(0)
-        with m.If(x_adv):
+        with m.If(pend):
+            m.d.sync += [x_meta.eq(pend_meta), x_val.eq(self.c_read.data[pend_lane])]
+        with m.If(x_valid):
             kept = (shift != 0) & x_val.as_unsigned().bit_select(shift, 1)
-            m.d.sync += [y_valid.eq(1), y_meta.eq(x_meta),
-                         y_sum.eq(x_val + round_base + kept)]
-        with m.Elif(y_adv):
-            m.d.sync += y_valid.eq(0)
-        with m.If(y_adv):
-            m.d.sync += [z_valid.eq(1), z_meta.eq(y_meta),
-                         z_val.eq(shift_saturate(y_sum, shift, high_mask, 16))]
-        with m.Elif(z_adv):
-            m.d.sync += z_valid.eq(0)
+            m.d.sync += [y_meta.eq(x_meta), y_sum.eq(x_val + round_base + kept)]
+        with m.If(y_valid):
+            m.d.sync += [s_meta.eq(y_meta),
+                         s_val.eq(shift_saturate(y_sum, shift, high_mask, 16))]
+        m.d.comb += [requant.w_en.eq(s_valid), requant.w_data.eq(Cat(s_val, s_meta)),
+                     requant.r_en.eq(z_adv)]
 
         # Merge: elements of one memory word that follow each other (two
         # halves, never the same half twice) become one word operation.
@@ -611,7 +683,10 @@ class FmapDma(wiring.Component):
             & ~op_mask.bit_select(z_meta.half, 1)
         emit = Signal()
         m.d.comb += [
-            emit.eq(op_valid & (~i_valid | i_adv)
+            # Only into an empty issue stage, so the memory side's handshakes
+            # stop there. A word operation takes two elements or (a partial
+            # word) two memory commands, so one per two cycles loses nothing.
+            emit.eq(op_valid & ~i_valid
                     & (op_closed | (z_valid & z_meta.inside & ~mergeable))),
             z_adv.eq(z_valid & (~z_meta.inside | mergeable | ~op_valid | emit)),
         ]
@@ -654,7 +729,9 @@ class FmapDma(wiring.Component):
                      for j in range(depth)).any()
         ring_full = ring_busy.bit_select(ring_tail, 1)
         i_need = col2im | (i_mask != 0b11)
-        m.submodules.ops = ops = SyncFIFO(width=30 + 2 + 32 + 1, depth=depth)
+        # Registered output: the old word meets the new values (and the
+        # saturating add) straight from flip-flops.
+        m.submodules.ops = ops = SyncFIFOBuffered(width=30 + 2 + 32 + 1, depth=depth)
         i_room = storing & i_valid & ~ring_full & ops.w_rdy & tags.w_rdy
         m.d.comb += [st_rd_valid.eq(i_room & i_need & ~hazard), st_rd_word.eq(i_word),
                      i_adv.eq(i_room & (~i_need | (~hazard & rd_fire)))]
@@ -708,10 +785,11 @@ class FmapDma(wiring.Component):
 
         # ---- command life cycle --------------------------------------------
         m.d.comb += finished.eq(
-            ~gen_active & ~e1_valid & ~elems.r_rdy
+            ~gen_active & ~e1_valid & (elems.r_level == 0)
             & ~pending.r_rdy & ~load_wr
-            & ~pend & ~x_valid & ~y_valid & ~z_valid & ~op_valid & ~i_valid
-            & ~ops.r_rdy & ~wcmds.r_rdy & ~wdata.r_rdy & ~tags.r_rdy)
+            & ~pend & ~x_valid & ~y_valid & ~s_valid & (requant.r_level == 0)
+            & ~op_valid & ~i_valid
+            & (ops.r_level == 0) & ~wcmds.r_rdy & ~wdata.r_rdy & ~tags.r_rdy)
 
         r_word = mem.r.valid & mem.r.ready
         m.d.comb += [self.r_word.eq(r_word), self.w_word.eq(w_fire),

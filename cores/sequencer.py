@@ -252,7 +252,7 @@ class _NoFmap:
         self.cmd = stream.Signature(1).create()
         self.done, self.fault, self.r_word, self.w_word, self.mem_stall = (Const(0),) * 5
 
-    def legal(self, cmd):
+    def legal(self, cmd, *, products=None):
         return Const(0)
 
 
@@ -582,8 +582,14 @@ class Sequencer(wiring.Component):
                          == 0) & one_kind & Mux(
             is_store, ~im2col & ~fmap_transpose_b & (func == BUFFER_C),
             ~col2im & (func != BUFFER_C) & (~fmap_transpose_b | (im2col & (func == BUFFER_B))))
-        fmap_ok = (fmap.legal(fmap_cmd) & offset_ok & fmap_flags_ok & conv_geom_valid
-                   & (_field(words, d_op, "stride") == 0))
+        # The geometry's products are registered (two chained multipliers
+        # do not fit the decode cycle); they settle two cycles after a
+        # SET_GEOMETRY, before the next command has been fetched.
+        assert isa.WORDS_PER_COMMAND >= 2
+        products = (FmapDma.geometry_products(m, conv_geom) if self._fmap is not None
+                    else None)
+        fmap_ok = (fmap.legal(fmap_cmd, products=products) & offset_ok & fmap_flags_ok
+                   & conv_geom_valid & (_field(words, d_op, "stride") == 0))
         dma_extent = Mux(fmap_sel, Mux(fmap_cmd.transpose, fmap_cmd.cols, fmap_cmd.rows),
                          Mux(dma_cmd.transpose, dma_cmd.cols, dma_cmd.rows))
         dma_new_lo = _decoded(dma_cmd.word, "dma_lo")

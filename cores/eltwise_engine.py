@@ -28,6 +28,7 @@ from fecaffe_hw.runtime import isa
 from .eltwise import (TABLE_OPS, TABLES, Eltwise, EltwiseOp, shift_saturate,
                       shift_saturate_mask, table_names, wide_frac)
 from .memory_port import MAX_BURST_WORDS, engine_members
+from .skid_buffer import SkidBuffer
 
 __all__ = ["EltwiseEngine", "EltwiseCommand", "ISA_OPS", "ELEMENT_WIDTH", "ENGINE_SLOPE_FORMAT"]
 
@@ -258,30 +259,28 @@ class EltwiseEngine(wiring.Component):
                 m.d.sync += rt_pos.eq(rt_pos + 1)
 
         # ---- feed: a word of each operand per beat -------------------------
-        # The beat is registered: the FIFOs' LUT RAM read and the ADD sum
-        # would otherwise run on into the core's table address.
+        # The beat passes through a skid buffer: its register stops the FIFOs'
+        # LUT RAM read and the ADD sum from running on into the core's table
+        # address, and its registered ``i.ready`` keeps the core's stall (a
+        # net of hundreds of clock enables) out of the FIFO pops and the
+        # ``reserved`` count, a path that crossed the chip on ECP5.
+        m.submodules.feed = feed = SkidBuffer(core.data_in.payload.shape())
+        wiring.connect(m, feed.o, core.data_in)
         feed_left = Signal(31)
-        beat = core.data_in
-        feed = Signal.like(beat.payload, name="feed")
-        feed_valid = Signal()
         have_src = ~cur.read_src | src_fifo.r_rdy
         have_aux = ~cur.read_aux | aux_fifo.r_rdy
-        m.d.comb += [beat.valid.eq(feed_valid), beat.payload.eq(feed),
+        m.d.comb += [feed.i.valid.eq(busy & (feed_left != 0) & have_src & have_aux),
                      core.op.eq(cur.op), core.slope.eq(cur.slope)]
-        fire = (busy & (feed_left != 0) & have_src & have_aux
-                & (~feed_valid | beat.ready))
+        fire = feed.i.valid & feed.i.ready
         m.d.comb += [src_fifo.r_en.eq(fire & cur.read_src), aux_fifo.r_en.eq(fire & cur.read_aux),
                      release.eq(fire & cur.read_src)]
         with m.If(fire):
-            m.d.sync += [feed_left.eq(feed_left - 1), feed_valid.eq(1)]
-        with m.Elif(beat.ready):
-            m.d.sync += feed_valid.eq(0)
+            m.d.sync += feed_left.eq(feed_left - 1)
         for lane in range(2):
             s = src_fifo.r_data.word_select(lane, ew).as_signed()
             a = aux_fifo.r_data.word_select(lane, ew).as_signed()
-            with m.If(fire):
-                m.d.sync += [feed.x[lane].eq(Mux(cur.read_src, s, 0) + Mux(cur.add, a, 0)),
-                             feed.aux[lane].eq(a)]
+            m.d.comb += [feed.i.payload.x[lane].eq(Mux(cur.read_src, s, 0) + Mux(cur.add, a, 0)),
+                         feed.i.payload.aux[lane].eq(a)]
 
         # ---- requantise (round half to even by cur.shift) and write --------
         # Two stages: the rounding add, then the saturating shift (each alone
@@ -289,13 +288,13 @@ class EltwiseEngine(wiring.Component):
         # so ``out.ready`` (the core's stall, hundreds of clock enables)
         # comes from registers, not from the write port's ready.
         out = core.data_out
-        w_reg, skid = Signal(32), Signal(32)
-        w_valid, skid_valid = Signal(), Signal()
+        m.submodules.w_out = w_out = SkidBuffer(32)
         r_valid = Signal()
         out_left = Signal(31)
-        r_free = ~r_valid | ~skid_valid
-        r_move = r_valid & ~skid_valid
-        m.d.comb += [mem.w.valid.eq(w_valid), mem.w.payload.eq(w_reg), out.ready.eq(r_free)]
+        r_free = ~r_valid | w_out.i.ready
+        r_move = r_valid & w_out.i.ready
+        m.d.comb += [mem.w.valid.eq(w_out.o.valid), mem.w.payload.eq(w_out.o.payload),
+                     w_out.o.ready.eq(mem.w.ready), out.ready.eq(r_free)]
         # The core's result is 48 bits, so a shift beyond 49 rounds to 0 as
         # 49 does: clamped, the rounding sum fits 50 bits. The rounding
         # constant (2**(shift-1) - 1) and the saturation mask depend on the
@@ -324,15 +323,7 @@ class EltwiseEngine(wiring.Component):
             m.d.sync += r_valid.eq(1)
         with m.Elif(r_move):
             m.d.sync += r_valid.eq(0)
-        with m.If(~w_valid | mem.w.ready):
-            with m.If(skid_valid):
-                m.d.sync += [w_reg.eq(skid), skid_valid.eq(0)]
-            with m.Elif(r_move):
-                m.d.sync += [w_reg.eq(Cat(*packed)), w_valid.eq(1)]
-            with m.Else():
-                m.d.sync += w_valid.eq(0)
-        with m.Elif(r_move):
-            m.d.sync += [skid.eq(Cat(*packed)), skid_valid.eq(1)]
+        m.d.comb += [w_out.i.valid.eq(r_valid), w_out.i.payload.eq(Cat(*packed))]
         w_word = mem.w.valid & mem.w.ready
         with m.If(w_word):
             m.d.sync += out_left.eq(out_left - 1)

@@ -25,7 +25,7 @@ from amaranth.lib.fifo import SyncFIFO
 from fecaffe_hw.fixedpoint.format import Format
 from fecaffe_hw.runtime import isa
 
-from .eltwise import (TABLE_OPS, TABLES, Eltwise, EltwiseOp, shift_saturate,
+from .eltwise import (TABLES, Eltwise, EltwiseOp, shift_saturate,
                       shift_saturate_mask, table_names, wide_frac)
 from .memory_port import MAX_BURST_WORDS, engine_members
 from .skid_buffer import SkidBuffer
@@ -137,10 +137,10 @@ class EltwiseEngine(wiring.Component):
         cmd = Signal(EltwiseCommand, name="eltwise_cmd")
         known = Signal(name="eltwise_known")
         relu = Signal(name="eltwise_relu")
-        missing = {op for name in TABLES if name not in self.tables for op in TABLE_OPS[name]}
+        missing = {op for op, name in isa.ELTWISE_TABLE.items() if name not in self.tables}
         with m.Switch(func):
             for op, (core_op, rs, ra, add) in ISA_OPS.items():
-                if core_op in missing:
+                if op in missing:
                     continue
                 with m.Case(op):
                     m.d.comb += [cmd.op.eq(core_op), cmd.read_src.eq(rs), cmd.read_aux.eq(ra),

@@ -64,7 +64,7 @@ import enum
 
 __all__ = [
     "WORDS_PER_COMMAND", "Opcode", "Unit", "Flag", "Stage", "Buffer", "EltwiseOp",
-    "PoolKind", "HostOp", "Field", "COMMON_FIELDS", "LAYOUTS", "OPCODE_UNIT",
+    "ELTWISE_TABLE", "PoolKind", "HostOp", "Field", "COMMON_FIELDS", "LAYOUTS", "OPCODE_UNIT",
     "encode", "decode", "encode_stream", "decode_stream", "Q88_ONE", "to_q88",
 ]
 
@@ -139,6 +139,12 @@ class EltwiseOp(enum.IntEnum):
     REQUANT = 7
     COPY = 8
     ZERO = 9
+
+
+#: The ELTWISE functions that need a table ROM, and its name: a build has
+#: the tables of the activations its net uses, and refuses the others.
+ELTWISE_TABLE = {EltwiseOp.SIGMOID_FWD: "sigmoid", EltwiseOp.SIGMOID_BWD: "sigmoid",
+                 EltwiseOp.TANH_FWD: "tanh", EltwiseOp.TANH_BWD: "tanh"}
 
 
 class PoolKind(enum.IntEnum):

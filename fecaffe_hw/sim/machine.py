@@ -36,9 +36,6 @@ __all__ = ["Machine", "MachineError", "sgd_registers", "ELTWISE_IN_FRAC", "ELTWI
 ELTWISE_IN_FRAC = 12
 ELTWISE_AUX_FRAC = 15
 _DATA = Format(16, 0)
-#: The ELTWISE functions that need a table (built only for nets that use it).
-_TABLE_OF = {EltwiseOp.SIGMOID_FWD: "sigmoid", EltwiseOp.SIGMOID_BWD: "sigmoid",
-             EltwiseOp.TANH_FWD: "tanh", EltwiseOp.TANH_BWD: "tanh"}
 #: The ISA's ReLU ``slope`` is ``negative_slope * 2**16`` (``EltwiseEngine``'s format).
 SLOPE_FORMAT = Format(25, 16)
 
@@ -301,7 +298,7 @@ class Machine:
         if count == 0 or count % 2 or f["src"] % 4 or f["dst"] % 4 or f["aux"] % 4:
             raise MachineError("ELTWISE needs an even count and word-aligned addresses")
         op = EltwiseOp(f["func"])
-        table = _TABLE_OF.get(op)
+        table = isa.ELTWISE_TABLE.get(op)
         if table is not None and table not in self.tables:
             raise MachineError(f"ELTWISE {op.name}: the build has no {table} table")
         fmt = lambda frac: Format(16, frac)     # noqa: E731

@@ -8,11 +8,12 @@ while the memory keeps up."""
 import numpy as np
 import pytest
 
+from fecaffe_hw.cores.eltwise import TABLE_OPS
 from fecaffe_hw.cores.eltwise_engine import ISA_OPS, EltwiseEngine
 from fecaffe_hw.fixedpoint import Format, requantize
 from fecaffe_hw.fixedpoint.activation import (relu_backward, relu_forward, sigmoid_backward,
                                               sigmoid_forward, tanh_backward, tanh_forward)
-from fecaffe_hw.runtime.isa import EltwiseOp
+from fecaffe_hw.runtime.isa import ELTWISE_TABLE, EltwiseOp
 from support import TensorMemory, simulate, stream_put
 
 IN_FRAC, AUX_FRAC = 12, 14
@@ -134,3 +135,11 @@ def test_eltwise_engine_word_per_cycle():
     for burst in range(count // 2 // chunk):
         times = cycles[burst * chunk:(burst + 1) * chunk]
         assert times == list(range(times[0], times[0] + chunk)), times
+
+
+def test_isa_table_functions_are_the_cores_table_ops():
+    # The ISA names the table each function needs (the NumPy machine and the
+    # engine's legality both read it); the core names the ops each table serves.
+    needs = {op: name for op, (core_op, *_) in ISA_OPS.items()
+             for name, ops in TABLE_OPS.items() if core_op in ops}
+    assert needs == ELTWISE_TABLE

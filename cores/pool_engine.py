@@ -116,22 +116,16 @@ def _backward_shape(geometry):
                   .bit_length())
 
 
-def _requantise(m, value, shift):
-    """``saturate(shift_round(value, shift), 16)`` for ``shift[:4]`` right
-    (``shift >= 0``) or ``(-shift)[:4]`` left, as one multiply by a power of
-    two: ``shift`` is fixed for a whole command, so a DSP stands in for two
-    wide variable shifters. A right shift by ``r`` is a multiply by
-    ``2**(15 - r)`` whose low 15 bits are the fraction to round.
-    Combinational; the engine registers the scale and the product between
-    these steps."""
-    scale, left = _requantise_scale(shift)
-    product = Signal(_product_shape(value))
-    m.d.comb += product.eq(value * scale)
-    return _requantise_product(product, left)
-
-
 def _requantise_scale(shift):
-    """``(scale, left)`` for ``shift``: the multiplier and the direction."""
+    """``(scale, left)`` for ``shift``: the multiplier and the direction.
+
+    The requantiser computes ``saturate(shift_round(value, shift), 16)`` for
+    ``shift[:4]`` right (``shift >= 0``) or ``(-shift)[:4]`` left as one
+    multiply by a power of two: ``shift`` is fixed for a whole command, so a
+    DSP stands in for two wide variable shifters. A right shift by ``r`` is a
+    multiply by ``2**(15 - r)`` whose low 15 bits are the fraction to round.
+    The engine registers the scale and the product ``value * scale`` (of
+    ``_product_shape(value)``) before :func:`_requantise_product`."""
     left = shift < 0
     return (Mux(left, Const(1, MAX_SHIFT + 1) << (-shift)[:4],
                 Const(1 << MAX_SHIFT, MAX_SHIFT + 1) >> shift[:4]), left)

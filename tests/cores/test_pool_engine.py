@@ -389,11 +389,15 @@ def test_requantise_matches_model(width):
     """Every shift the ISA allows, on edges (ties, saturation bounds, extremes)
     and random values of the widest backward sums: the engine's
     multiply-by-a-power-of-two requantiser equals ``fixedpoint.requantize``."""
-    from fecaffe_hw.cores.pool_engine import _requantise
+    from fecaffe_hw.cores.pool_engine import (_product_shape, _requantise_product,
+                                               _requantise_scale)
 
     value, shift = Signal(signed(width)), Signal(signed(8))
     m = Module()
-    out = _requantise(m, value, shift)
+    scale, left = _requantise_scale(shift)
+    product = Signal(_product_shape(value))
+    m.d.comb += product.eq(value * scale)
+    out = _requantise_product(product, left)
     probe = Signal(signed(16))
     m.d.comb += probe.eq(out)
     rng = np.random.default_rng(width)

@@ -16,6 +16,7 @@ from .dma import BUFFER_A, BUFFER_B, BUFFER_C
 from .eltwise import saturate, shift_saturate, shift_saturate_mask
 from .memory_port import engine_members
 from .scratchpad import ScratchpadRead, ScratchpadWrite
+from .skid_buffer import SkidBuffer
 
 __all__ = ["FmapDma", "FmapCommand", "FmapMode", "ConvGeometryLayout"]
 
@@ -569,30 +570,26 @@ class FmapDma(wiring.Component):
         # handshake, an offered command stays offered until taken (stream
         # rule), and one command per cycle passes with a cycle of latency. A
         # tag is pushed as a command enters; responses still come in order.
+        # Its payload registers load whenever free (``gate_payload=False``),
+        # keeping the late ``cmd_fire`` off their 31 enables.
         cmd_layout = data.StructLayout({"word": 30, "write": 1})
-        out_valid, skid_valid = Signal(), Signal()
-        out_cmd, skid_cmd, in_cmd = (Signal(cmd_layout, name=n) for n in
-                                     ("out_cmd", "skid_cmd", "in_cmd"))
+        m.submodules.cmd_out = cmd_out = SkidBuffer(cmd_layout, gate_payload=False)
         grant_wr = Signal()
-        m.d.comb += grant_wr.eq(wr_cmd_valid & ~skid_valid)
-        rd_fire = rd_cmd_valid & ~wr_cmd_valid & ~skid_valid
+        m.d.comb += [
+            cmd_out.i.valid.eq(rd_cmd_valid | wr_cmd_valid),
+            cmd_out.i.payload.word.eq(Mux(wr_cmd_valid, wr_word, rd_word)),
+            cmd_out.i.payload.write.eq(wr_cmd_valid),
+            grant_wr.eq(wr_cmd_valid & cmd_out.i.ready),
+        ]
+        rd_fire = rd_cmd_valid & ~wr_cmd_valid & cmd_out.i.ready
         wr_fire = grant_wr
         cmd_fire = rd_fire | wr_fire
-        m.d.comb += [in_cmd.word.eq(Mux(grant_wr, wr_word, rd_word)), in_cmd.write.eq(grant_wr)]
-        # The registers load whether or not a command enters (``valid`` bits
-        # say which hold one), keeping ``cmd_fire`` off their 31 enables.
-        with m.If(~out_valid | mem.cmd.ready):
-            m.d.sync += [out_valid.eq(skid_valid | cmd_fire),
-                         out_cmd.eq(Mux(skid_valid, skid_cmd, in_cmd)), skid_valid.eq(0)]
-        with m.Else():
-            m.d.sync += skid_valid.eq(skid_valid | cmd_fire)
-        with m.If(~skid_valid):
-            m.d.sync += skid_cmd.eq(in_cmd)
         m.d.comb += [
-            mem.cmd.valid.eq(out_valid),
-            mem.cmd.payload.addr.eq(Cat(Const(0, 2), out_cmd.word)),
+            mem.cmd.valid.eq(cmd_out.o.valid),
+            mem.cmd.payload.addr.eq(Cat(Const(0, 2), cmd_out.o.payload.word)),
             mem.cmd.payload.words.eq(1),
-            mem.cmd.payload.write.eq(out_cmd.write),
+            mem.cmd.payload.write.eq(cmd_out.o.payload.write),
+            cmd_out.o.ready.eq(mem.cmd.ready),
         ]
         m.d.comb += [tags.w_en.eq(cmd_fire), tags.w_data.eq(grant_wr)]
 

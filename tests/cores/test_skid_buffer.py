@@ -12,9 +12,10 @@ from fecaffe_hw.cores.skid_buffer import SkidBuffer
 from support import Stalls, simulate, stream_get, stream_put
 
 
+@pytest.mark.parametrize("gate_payload", [True, False])
 @pytest.mark.parametrize("p_in, p_out", [(0.0, 0.5), (0.5, 0.0), (0.3, 0.3), (0.7, 0.2)])
-def test_skid_buffer_random_stalls(p_in, p_out):
-    dut = SkidBuffer(signed(12))
+def test_skid_buffer_random_stalls(p_in, p_out, gate_payload):
+    dut = SkidBuffer(signed(12), gate_payload=gate_payload)
     rng = np.random.default_rng(int(p_in * 10 + p_out * 100))
     words = rng.integers(-2**11, 2**11, 400).tolist()
 
@@ -31,12 +32,13 @@ def test_skid_buffer_random_stalls(p_in, p_out):
             await ctx.tick()
             assert not ctx.get(dut.o.valid), "word duplicated"
 
-    simulate(dut, feed, drain, name=f"skid_buffer_{p_in}_{p_out}")
+    simulate(dut, feed, drain, name=f"skid_buffer_{p_in}_{p_out}_{gate_payload}")
 
 
-def test_skid_buffer_full_throughput_and_registered_ready():
+@pytest.mark.parametrize("gate_payload", [True, False])
+def test_skid_buffer_full_throughput_and_registered_ready(gate_payload):
     layout = data.StructLayout({"a": 8, "b": signed(4)})
-    dut = SkidBuffer(layout)
+    dut = SkidBuffer(layout, gate_payload=gate_payload)
     n = 50
 
     async def bench(ctx):
@@ -61,10 +63,12 @@ def test_skid_buffer_full_throughput_and_registered_ready():
         assert received == [(k % 256, (k % 16) - 8) for k in range(n)]
         assert cycles == n + 1  # one transfer per cycle, one cycle latency
 
-    simulate(dut, bench, name="skid_buffer_throughput")
+    simulate(dut, bench, name=f"skid_buffer_throughput_{gate_payload}")
 
 
 def test_skid_buffer_parameters():
     with pytest.raises(TypeError, match="'wide'"):
         SkidBuffer("wide")
+    with pytest.raises(TypeError, match="gate_payload must be a bool, not 1"):
+        SkidBuffer(signed(3), gate_payload=1)
     assert SkidBuffer(signed(3)).payload_shape == signed(3)

@@ -105,8 +105,10 @@ class StreamContract(Elaboratable):
         return m
 
 
-def test_skid_buffer_proof(tmp_path):
-    assert_proved(StreamContract(SkidBuffer(PAYLOAD_BITS)), tmp_path, depth=PROOF_DEPTH)
+@pytest.mark.parametrize("gate_payload", [True, False])
+def test_skid_buffer_proof(tmp_path, gate_payload):
+    assert_proved(StreamContract(SkidBuffer(PAYLOAD_BITS, gate_payload=gate_payload)), tmp_path,
+                  depth=PROOF_DEPTH)
 
 
 def test_skid_buffer_harness_is_not_vacuous(tmp_path):

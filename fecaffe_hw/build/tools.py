@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -36,9 +37,14 @@ def run_tool(argv, *, cwd, log, timeout=None):
                          f"{': ' + last if last else ''} (see {log})")
 
 
+# Yosys, nextpnr, ecppack and Vivado all start their error lines so; a
+# signal or cell whose name merely contains "error" must not match.
+_ERROR_LINE = re.compile(r"^\s*(ERROR|Error)\b")
+
+
 def _last_error(log):
     lines = pathlib.Path(log).read_text(errors="replace").splitlines()
     for line in reversed(lines):
-        if "ERROR" in line.upper():
+        if _ERROR_LINE.match(line):
             return line.strip()[:200]
     return ""

@@ -483,18 +483,28 @@ class Sequencer(wiring.Component):
         retire = Signal()
         with m.If(retire):
             m.d.sync += count.eq(0)
-        # Decode takes a cycle of its own: every field check, divide-by-lanes
+        # Decode takes cycles of its own: every field check, divide-by-lanes
         # and range sum below is registered (``_decoded``) before it reaches
         # the issue logic, so no path runs from the command words through
-        # the legality checks into a unit's start. Words, and the geometry
-        # state decode reads, hold still while a command waits in the slot.
-        decoded = Signal()
-        m.d.sync += decoded.eq(have & ~retire)
+        # the legality checks into a unit's start. Three stages: offsets
+        # divided by the lanes, then each unit's checks, then the opcode's
+        # choice among them (a divide-by-lanes multiplier, a field's adders
+        # and compares and the choice do not fit one cycle on ECP5). Words,
+        # and the geometry state decode reads, hold still while a command
+        # waits in the slot.
+        stages = [Signal(name=f"decode_stage{i}") for i in range(3)]
+        for before, stage in zip([have & ~retire] + stages, stages):
+            m.d.sync += stage.eq(before & have & ~retire)
+        decoded = stages[-1]
 
         def _decoded(value, name):
             reg = Signal.like(value, name=f"dec_{name}")
             m.d.sync += reg.eq(value)
             return reg
+
+        def _decoded_quotient(offset, lanes, depth, name):
+            quotient, exact = _offset_word(offset, lanes, depth)
+            return _decoded(quotient, f"{name}_word"), _decoded(exact, f"{name}_exact")
 
         opcode = words[0][:8]
         flags = words[0][12:24]
@@ -529,6 +539,7 @@ class Sequencer(wiring.Component):
                 with m.Case(buf):
                     q, exact = _offset_word(offset, lanes, depth)
                     m.d.comb += [dma_word.eq(q), offset_ok.eq(exact)]
+        dma_word, offset_ok = _decoded(dma_word, "dma_word"), _decoded(offset_ok, "offset_ok")
         flip = (flags & (F.TRANSPOSE_A | F.TRANSPOSE_B)).any()
         m.d.comb += [
             dma_cmd.store.eq(opcode == Op.DMA_STORE),
@@ -603,9 +614,9 @@ class Sequencer(wiring.Component):
         # ---- GEMM command decode ------------------------------------------
         g_op = Op.GEMM
         g_m, g_n, g_k = (_field(words, g_op, x) for x in ("m", "n", "k"))
-        a_word, a_exact = _offset_word(_field(words, g_op, "a_offset"), rows, a_depth)
-        b_word, b_exact = _offset_word(_field(words, g_op, "b_offset"), cols, b_depth)
-        c_word, c_exact = _offset_word(_field(words, g_op, "c_offset"), cols, c_depth)
+        a_word, a_exact = _decoded_quotient(_field(words, g_op, "a_offset"), rows, a_depth, "a")
+        b_word, b_exact = _decoded_quotient(_field(words, g_op, "b_offset"), cols, b_depth, "b")
+        c_word, c_exact = _decoded_quotient(_field(words, g_op, "c_offset"), cols, c_depth, "c")
         g_flags_ok = (flags & ~(F.ACCUMULATE | F.BIAS | F.RESIDENT | F.LAST)) == 0
         g_bias = (flags & F.BIAS).any()
         bias_addr = _field(words, g_op, "bias_addr")
@@ -659,13 +670,18 @@ class Sequencer(wiring.Component):
         upd_cmd, upd_ok = upd.from_isa(m, opcode=opcode, func=func, flags=flags, words=words)
         # The engine refuses (with a fault) an ACC_ADD off the C buffer's
         # words; here it is a bad command, like a GEMM's C range.
-        add_word, add_exact = _offset_word(_field(words, Op.ACC_ADD, "offset"), cols, c_depth)
+        add_word, add_exact = _decoded_quotient(_field(words, Op.ACC_ADD, "offset"), cols, c_depth, "add")
         add_end = add_word + _field(words, Op.ACC_ADD, "rows")
         add_ok = add_exact & (add_end <= c_depth)
         add_word, add_end = _decoded(add_word, "add_lo"), _decoded(add_end, "add_hi")
         is_update = Cat(opcode == op for op in u_ops).any()
 
         # ---- dispatch ------------------------------------------------------
+        dma_ok, fmap_ok, gemm_ok, elt_ok, geom_ok, upd_ok, add_ok, pool_ok = (
+            _decoded(ok, name) for ok, name in (
+                (dma_ok, "dma_ok"), (fmap_ok, "fmap_ok"), (gemm_ok, "gemm_ok"),
+                (elt_ok, "elt_ok"), (geom_ok, "geom_ok"), (upd_ok, "upd_ok"),
+                (add_ok, "add_ok"), (pool_ok, "pool_ok")))
         plain_ok = ((flags & ~F.LAST) == 0) & (func == 0)
         legal = Signal()
         with m.Switch(opcode):

@@ -19,7 +19,7 @@ import tempfile
 from .errors import FecaffeError
 
 __all__ = ["SynthesisError", "Utilization", "FAMILIES", "synthesize", "synthesize_rtlil",
-           "synthesize_verilog", "synthesis_script", "parse_stat", "utilization_from_cells"]
+           "synthesize_verilog", "synthesis_commands", "synthesis_script", "parse_stat", "utilization_from_cells"]
 
 
 class SynthesisError(FecaffeError):
@@ -161,17 +161,23 @@ def synthesize_verilog(verilog_text, *, top, family="xc7", iopads=False, timeout
                        family=family, iopads=iopads, timeout=timeout, log_path=log_path)
 
 
-def synthesis_script(*, top, family="xc7", iopads=False):
-    """The yosys commands that synthesise the loaded design for ``family``."""
+def synthesis_commands(*, top, family="xc7", iopads=False):
+    """The yosys commands, a list, that synthesise the loaded design for ``family``
+    (the board builds run the same ones)."""
     synth = _family(family).script.format(top=top, noiopad="" if iopads else " -noiopad")
-    return "; ".join([
+    return [
         # ABC9's reintegration can assert on clashing net names in large
         # designs (yosys issues #4349, #4451); splitting nets before LUT
         # mapping, as yosys's ASIC flows do, avoids it.
         f"{synth} -run :map_luts",
         "splitnets",
         f"{synth} -run map_luts:",
-    ])
+    ]
+
+
+def synthesis_script(*, top, family="xc7", iopads=False):
+    """:func:`synthesis_commands` as one ``-p`` script."""
+    return "; ".join(synthesis_commands(top=top, family=family, iopads=iopads))
 
 
 def _synthesize(filename, text, read_command, *, top, family, iopads, timeout, log_path):

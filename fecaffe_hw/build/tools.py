@@ -20,8 +20,9 @@ def tool_command(env_var, default):
     return os.environ.get(env_var) or default
 
 
-def run_tool(argv, *, cwd, log, timeout=None):
-    """Run ``argv`` in ``cwd``, stdout and stderr into ``log``; BuildError on failure."""
+def run_tool(argv, *, cwd, log, errors_from=None, timeout=None):
+    """Run ``argv`` in ``cwd``, stdout and stderr into ``log``; BuildError on failure,
+    quoting the last error line of ``errors_from`` (default ``log``)."""
     log = pathlib.Path(log)
     if shutil.which(argv[0]) is None:
         raise BuildError(f"{argv[0]}: not found on PATH (needed for {log.stem})")
@@ -32,9 +33,10 @@ def run_tool(argv, *, cwd, log, timeout=None):
         except subprocess.TimeoutExpired:
             raise BuildError(f"{argv[0]} did not finish in {timeout} s (see {log})") from None
     if done.returncode != 0:
-        last = _last_error(log)
+        source = log if errors_from is None else pathlib.Path(errors_from)
+        last = _last_error(source) if source.is_file() else ""
         raise BuildError(f"{argv[0]} failed with status {done.returncode}"
-                         f"{': ' + last if last else ''} (see {log})")
+                         f"{': ' + last if last else ''} (see {source})")
 
 
 # Yosys, nextpnr, ecppack and Vivado all start their error lines so; a

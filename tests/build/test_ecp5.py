@@ -8,6 +8,7 @@ import pytest
 from fecaffe_hw.build import BuildError, build_ecp5, parse_nextpnr_report, prepare_ecp5
 from fecaffe_hw.compiler import plan_network
 from fecaffe_hw.errors import PlanError
+from fecaffe_hw.synthesis import synthesis_commands
 
 NETS = pathlib.Path(__file__).parent.parent / "compiler" / "nets"
 
@@ -39,7 +40,12 @@ def test_tree_files_and_pins(plan, tree):
     assert "25000000" in lpf.replace(".0", "")
     assert plan.board["clock_mhz"] == 75.0
     assert tree.clk_mhz == 75.0
-    assert "synth_ecp5" in (tree.root / "top.ys").read_text()
+    # The resource estimate's synthesis, ABC9 workaround (splitnets) included.
+    ys = (tree.root / "top.ys").read_text().splitlines()
+    assert ys == ["read_rtlil top.il",
+                  *synthesis_commands(top="top", family="ecp5", iopads=True),
+                  "write_json top.json"]
+    assert "splitnets" in ys
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +95,9 @@ def test_commands(tree):
     assert ecppack[-1] == "top.bit"
     script = (tree.root / "build.sh").read_text()
     assert "--report nextpnr-report.json" in script and "> nextpnr.log 2>&1" in script
+    # yosys writes its own log (its console stops at the in-process ABC).
+    assert yosys[yosys.index("-l") + 1] == "yosys.log"
+    assert "top.ys > yosys-console.log 2>&1" in script
 
 
 def test_tool_override(pll_tree):

@@ -6,6 +6,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .memory_port import MemoryPort, MAX_BURST_WORDS
+from .skid_buffer import SkidBuffer
 
 __all__ = ["MemoryArbiter"]
 
@@ -20,10 +21,11 @@ class MemoryArbiter(wiring.Component):
     ``r`` words and responses return to the port that issued the command
     (the target answers in command order, as the memory port requires). Up to
     ``depth`` commands (default 4) may be in flight through the arbiter.
-    Latency: a command reaches the target two cycles after it is offered
-    (one cycle to grant, one to take it into the output register), and the
-    next is granted the cycle the target takes it, so one command per two
-    cycles; data and responses pass combinationally at one word per cycle.
+    Latency: a command reaches the target three cycles after it is offered
+    (one in the port's skid buffer, one to grant, one to take it into the
+    output register), and the next is granted the cycle the target takes
+    it, so one command per two cycles; data and responses pass
+    combinationally at one word per cycle.
     """
 
     def __init__(self, *, ports, depth=4):
@@ -50,6 +52,18 @@ class MemoryArbiter(wiring.Component):
         m.submodules.r_route = r_route = SyncFIFO(width=route.size, depth=self._depth)
         m.submodules.w_route = w_route = SyncFIFO(width=route.size, depth=self._depth)
 
+        # Each initiator's commands enter through a skid buffer: an engine's
+        # ``cmd.valid`` (a compare, a mux across the sequencer's units) and
+        # the grant, the route FIFOs' writes and the output register do not
+        # fit one cycle across the chip.
+        cmds = []
+        for i in range(n):
+            m.submodules[f"cmd_in{i}"] = skid = SkidBuffer(ports[i].cmd.payload.shape())
+            m.d.comb += [skid.i.valid.eq(ports[i].cmd.valid),
+                         skid.i.payload.eq(ports[i].cmd.payload),
+                         ports[i].cmd.ready.eq(skid.i.ready)]
+            cmds.append(skid.o)
+
         # ---- grant --------------------------------------------------------
         active = Signal()
         current = Signal(range(n))
@@ -65,7 +79,7 @@ class MemoryArbiter(wiring.Component):
                 with m.Switch(candidate):
                     for i in range(n):
                         with m.Case(i):
-                            m.d.comb += valid.eq(ports[i].cmd.valid)
+                            m.d.comb += valid.eq(cmds[i].valid)
                 with m.If(valid):
                     m.d.comb += [choice.eq(candidate), found.eq(1)]
             with m.If(found):
@@ -87,9 +101,9 @@ class MemoryArbiter(wiring.Component):
             for i in range(n):
                 with m.Case(i):
                     m.d.comb += [
-                        granted.eq(ports[i].cmd.payload),
-                        granted_valid.eq(ports[i].cmd.valid),
-                        ports[i].cmd.ready.eq(active & room),
+                        granted.eq(cmds[i].payload),
+                        granted_valid.eq(cmds[i].valid),
+                        cmds[i].ready.eq(active & room),
                     ]
         words = granted.words
         moves_data = (words != 0) & (words <= MAX_BURST_WORDS)

@@ -796,8 +796,18 @@ class Sequencer(wiring.Component):
                              self.end.eq(opcode == Op.END)]
 
         # ---- DMA -----------------------------------------------------------
-        m.d.comb += [dma.cmd.valid.eq(start_dma | start_bias),
-                     dma.cmd.payload.eq(Mux(start_bias, bias_cmd, dma_cmd))]
+        # Units take their commands a cycle after issue, from registers that
+        # load every cycle: the hazard checks and the choice of unit end at
+        # these flip-flops, not at a unit's wide command-register enables.
+        # Each unit is idle when issued to (its ``*_active`` flag), so it is
+        # ready a cycle later too.
+        def _issue(port, start, payload, name):
+            valid = Signal(name=f"{name}_issued")
+            cmd = Signal.like(payload, name=f"{name}_issued_cmd")
+            m.d.sync += [valid.eq(start), cmd.eq(payload)]
+            m.d.comb += [port.valid.eq(valid), port.payload.eq(cmd)]
+
+        _issue(dma.cmd, start_dma | start_bias, Mux(start_bias, bias_cmd, dma_cmd), "dma")
         with m.If(start_dma | start_fmap):
             m.d.sync += [dma_active.eq(1), dma_buf.eq(func[:2]),
                          dma_lo.eq(dma_new_lo), dma_hi.eq(dma_new_hi)]
@@ -806,25 +816,25 @@ class Sequencer(wiring.Component):
         with m.Elif(dma.done | fmap.done):
             m.d.sync += dma_active.eq(0)
         # ---- feature-map DMA -------------------------------------------------
-        m.d.comb += [fmap.cmd.valid.eq(start_fmap), fmap.cmd.payload.eq(fmap_cmd)]
+        _issue(fmap.cmd, start_fmap, fmap_cmd, "fmap")
         with m.If(start_fmap):
             m.d.sync += fmap_active.eq(1)
         with m.Elif(fmap.done):
             m.d.sync += fmap_active.eq(0)
         # ---- ELTWISE -------------------------------------------------------
-        m.d.comb += [elt.cmd.valid.eq(start_elt), elt.cmd.payload.eq(elt_cmd)]
+        _issue(elt.cmd, start_elt, elt_cmd, "elt")
         with m.If(start_elt):
             m.d.sync += elt_active.eq(1)
         with m.Elif(elt.done):
             m.d.sync += elt_active.eq(0)
         # ---- POOL_FWD ------------------------------------------------------
-        m.d.comb += [pool.cmd.valid.eq(start_pool), pool.cmd.payload.eq(pool_cmd)]
+        _issue(pool.cmd, start_pool, pool_cmd, "pool")
         with m.If(start_pool):
             m.d.sync += pool_active.eq(1)
         with m.Elif(pool.done):
             m.d.sync += pool_active.eq(0)
         # ---- ACC_ADD, ACC_BIAS, SGD_UPDATE --------------------------------
-        m.d.comb += [upd.cmd.valid.eq(start_upd), upd.cmd.payload.eq(upd_cmd)]
+        _issue(upd.cmd, start_upd, upd_cmd, "upd")
         with m.If(start_upd):
             m.d.sync += [upd_active.eq(1), upd_reads_c.eq(opcode == Op.ACC_ADD),
                          upd_c_lo.eq(add_word), upd_c_hi.eq(add_end)]

@@ -24,8 +24,9 @@ class MemoryArbiter(wiring.Component):
     Latency: a command reaches the target three cycles after it is offered
     (one in the port's skid buffer, one to grant, one to take it into the
     output register), and the next is granted the cycle the target takes
-    it, so one command per two cycles; data and responses pass
-    combinationally at one word per cycle.
+    it, so one command per two cycles; read words take a cycle (a skid
+    buffer), write words and responses pass combinationally, each at one
+    word per cycle.
     """
 
     def __init__(self, *, ports, depth=4):
@@ -137,19 +138,25 @@ class MemoryArbiter(wiring.Component):
             m.d.comb += w_route.r_en.eq(w_done)
 
         # ---- read data, to the port of the oldest read ---------------------
+        # Read words pass a skid buffer: an initiator's ``r.ready`` (its FIFO's
+        # room, through the sequencer's owner mux) ends here instead of
+        # running on into the memory's read logic.
+        m.submodules.r_in = r_in = SkidBuffer(target.r.payload.shape())
+        m.d.comb += [r_in.i.valid.eq(target.r.valid), r_in.i.payload.eq(target.r.payload),
+                     target.r.ready.eq(r_in.i.ready)]
         r_head = data.View(route, r_route.r_data)
         r_count = Signal(range(MAX_BURST_WORDS + 1))
         for i in range(n):
-            m.d.comb += ports[i].r.payload.eq(target.r.payload)
+            m.d.comb += ports[i].r.payload.eq(r_in.o.payload)
         with m.If(r_route.r_rdy):
             with m.Switch(r_head.port):
                 for i in range(n):
                     with m.Case(i):
                         m.d.comb += [
-                            ports[i].r.valid.eq(target.r.valid),
-                            target.r.ready.eq(ports[i].r.ready),
+                            ports[i].r.valid.eq(r_in.o.valid),
+                            r_in.o.ready.eq(ports[i].r.ready),
                         ]
-        with m.If(target.r.valid & target.r.ready):
+        with m.If(r_in.o.valid & r_in.o.ready):
             r_done = r_count + 1 == r_head.words
             m.d.sync += r_count.eq(Mux(r_done, 0, r_count + 1))
             m.d.comb += r_route.r_en.eq(r_done)

@@ -1,6 +1,6 @@
 """Shares one memory port between several initiators."""
 
-from amaranth.hdl import Module, Signal, Mux, Shape
+from amaranth.hdl import Module, Signal, Mux, Cat
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -26,7 +26,8 @@ class MemoryArbiter(wiring.Component):
     output register), and the next is granted the cycle the target takes
     it, so one command per two cycles; read words take a cycle (a skid
     buffer), write words and responses pass combinationally, each at one
-    word per cycle.
+    word per cycle, except that a read's response waits until its last word
+    has reached the initiator (at least a cycle after it).
     """
 
     def __init__(self, *, ports, depth=4):
@@ -48,8 +49,8 @@ class MemoryArbiter(wiring.Component):
         n = self._ports
         ports, target = self.initiators, self.target
         route = data.StructLayout({"port": range(n), "words": range(MAX_BURST_WORDS + 1)})
-        m.submodules.resp_route = resp_route = SyncFIFO(width=Shape.cast(range(n)).width,
-                                                        depth=self._depth)
+        answer = data.StructLayout({"port": range(n), "read": 1})
+        m.submodules.resp_route = resp_route = SyncFIFO(width=answer.size, depth=self._depth)
         m.submodules.r_route = r_route = SyncFIFO(width=route.size, depth=self._depth)
         m.submodules.w_route = w_route = SyncFIFO(width=route.size, depth=self._depth)
 
@@ -113,7 +114,7 @@ class MemoryArbiter(wiring.Component):
         taken = active & granted_valid & room
         write = granted.write
         m.d.comb += [
-            resp_route.w_data.eq(current), resp_route.w_en.eq(taken),
+            resp_route.w_data.eq(Cat(current, moves_data & ~write)), resp_route.w_en.eq(taken),
             r_route.w_data.eq(entry), r_route.w_en.eq(taken & moves_data & ~write),
             w_route.w_data.eq(entry), w_route.w_en.eq(taken & moves_data & write),
         ]
@@ -162,15 +163,23 @@ class MemoryArbiter(wiring.Component):
             m.d.comb += r_route.r_en.eq(r_done)
 
         # ---- responses ----------------------------------------------------
+        # The target answers a read after its last word, but that word now
+        # spends a cycle in the skid buffer: a read's response waits for one
+        # of the reads whose words have all reached their initiator.
+        reads_delivered = Signal(range(self._depth + 1))
+        resp_head = data.View(answer, resp_route.r_data)
+        resp_passes = target.resp.valid & target.resp.ready
+        m.d.sync += reads_delivered.eq(reads_delivered + r_route.r_en
+                                       - (resp_passes & resp_head.read))
         for i in range(n):
             m.d.comb += ports[i].resp.payload.eq(target.resp.payload)
-        with m.If(resp_route.r_rdy):
-            with m.Switch(resp_route.r_data):
+        with m.If(resp_route.r_rdy & (~resp_head.read | (reads_delivered != 0))):
+            with m.Switch(resp_head.port):
                 for i in range(n):
                     with m.Case(i):
                         m.d.comb += [
                             ports[i].resp.valid.eq(target.resp.valid),
                             target.resp.ready.eq(ports[i].resp.ready),
                         ]
-        m.d.comb += resp_route.r_en.eq(target.resp.valid & target.resp.ready)
+        m.d.comb += resp_route.r_en.eq(resp_passes)
         return m

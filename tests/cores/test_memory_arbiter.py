@@ -1,7 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """MemoryArbiter in front of AxiMaster and AxiRam: each initiator's reads and
 writes match its own bytearray, bursts never interleave on the shared port,
-grants rotate round-robin, stream rules hold on every channel."""
+grants rotate round-robin, a read is answered after its last word,
+stream rules hold on every channel."""
 
 import numpy as np
 import pytest
@@ -53,6 +54,7 @@ class Initiator:
             data = [index << 28 | int(x) for x in rng.integers(0, 2**28, words)]
             self.commands.append((write, addr, words, data))
         self.pending, self.expected = {}, []
+        self.reads_received = 0
 
     async def issue(self, ctx):
         stalls = Stalls(np.random.default_rng(self.index), self.stall)
@@ -87,12 +89,18 @@ class Initiator:
                 await ctx.tick()
             got = [await stream_get(ctx, self.port.r, stalls=stalls) for _ in self.expected[n]]
             assert got == self.expected[n], f"port {self.index} read {n}"
+            self.reads_received += 1
 
     async def responses(self, ctx):
         stalls = Stalls(np.random.default_rng(30 + self.index), self.stall)
-        for i in range(len(self.commands)):
+        reads = 0
+        for i, (write, *_) in enumerate(self.commands):
             got = await stream_get(ctx, self.port.resp, stalls=stalls)
             assert not got.fault, f"port {self.index} command {i}"
+            if not write:
+                # The memory port's rule: a read's response follows its last word.
+                assert self.reads_received > reads, f"port {self.index} read {reads} answered early"
+                reads += 1
             self.pending.pop(i)
 
 

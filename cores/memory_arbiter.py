@@ -24,8 +24,8 @@ class MemoryArbiter(wiring.Component):
     Latency: a command reaches the target three cycles after it is offered
     (one in the port's skid buffer, one to grant, one to take it into the
     output register), and the next is granted the cycle the target takes
-    it, so one command per two cycles; read words take a cycle (a skid
-    buffer), write words and responses pass combinationally, each at one
+    it, so one command per two cycles; read and write words take a cycle
+    each (a skid buffer) and responses pass combinationally, each at one
     word per cycle, except that a read's response waits until its last word
     has reached the initiator (at least a cycle after it).
     """
@@ -60,7 +60,8 @@ class MemoryArbiter(wiring.Component):
         # fit one cycle across the chip.
         cmds = []
         for i in range(n):
-            m.submodules[f"cmd_in{i}"] = skid = SkidBuffer(ports[i].cmd.payload.shape())
+            m.submodules[f"cmd_in{i}"] = skid = SkidBuffer(ports[i].cmd.payload.shape(),
+                                                              gate_payload=False)
             m.d.comb += [skid.i.valid.eq(ports[i].cmd.valid),
                          skid.i.payload.eq(ports[i].cmd.payload),
                          ports[i].cmd.ready.eq(skid.i.ready)]
@@ -122,6 +123,12 @@ class MemoryArbiter(wiring.Component):
             m.d.sync += [active.eq(0), last.eq(current), held.eq(1), held_cmd.eq(granted)]
 
         # ---- write data, from the port of the oldest write -----------------
+        # Write words pass a skid buffer on their way to the target: an
+        # initiator's ``w.valid`` (its state machine) and the target's
+        # ``w.ready`` (its FIFO's room) met in the port mux, and the frame
+        # engine's next buffer address followed in the same cycle.
+        m.submodules.w_out = w_out = SkidBuffer(target.w.payload.shape(), gate_payload=False)
+        wiring.connect(m, w_out.o, wiring.flipped(target.w))
         w_head = data.View(route, w_route.r_data)
         w_count = Signal(range(MAX_BURST_WORDS + 1))
         with m.If(w_route.r_rdy):
@@ -129,11 +136,11 @@ class MemoryArbiter(wiring.Component):
                 for i in range(n):
                     with m.Case(i):
                         m.d.comb += [
-                            target.w.payload.eq(ports[i].w.payload),
-                            target.w.valid.eq(ports[i].w.valid),
-                            ports[i].w.ready.eq(target.w.ready),
+                            w_out.i.payload.eq(ports[i].w.payload),
+                            w_out.i.valid.eq(ports[i].w.valid),
+                            ports[i].w.ready.eq(w_out.i.ready),
                         ]
-        with m.If(target.w.valid & target.w.ready):
+        with m.If(w_out.i.valid & w_out.i.ready):
             w_done = w_count + 1 == w_head.words
             m.d.sync += w_count.eq(Mux(w_done, 0, w_count + 1))
             m.d.comb += w_route.r_en.eq(w_done)

@@ -1,6 +1,6 @@
 """Output-stationary systolic MAC array computing GEMM tiles."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, EnableInserter
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -32,16 +32,20 @@ class SystolicArray(wiring.Component):
     the array never waits for the drain unless the result consumer stalls.
     Results leave at one row per cycle, so a tile with ``K < rows`` holds its
     ``last`` beat (``ready`` low) until ``rows`` cycles after the previous
-    tile's ``last``. When results cannot drain, the whole array freezes and
-    ``operands.ready`` is low; nothing is lost. Row ``i`` of a tile is offered
+    tile's ``last``. The grid never stalls (no enable fans out to every
+    PE): a tile's ``last`` beat is taken only when the output FIFO
+    (:attr:`result_depth` rows) has room reserved for all its rows, so when
+    results cannot drain ``operands.ready`` drops on a ``last`` beat and
+    nothing is lost. The FIFO is deep enough that reservations never hold
+    back a consumer taking one row per cycle. Row ``i`` of a tile is offered
     ``cols + 4 + i`` cycles after its ``last`` beat is accepted (last row after
     ``rows + cols + 3``): operands are skewed inside the core (row ``i`` of
     ``A`` and column ``j`` of ``B`` delayed ``i`` and ``j`` cycles) and the
     outputs de-skewed again. So ``N`` back-to-back tiles of depth ``K >= rows``
     take ``N * K + rows + cols + 4`` cycles from first beat to last row taken:
     utilisation ``N * K / (N * K + rows + cols + 4)``. ``operands.ready``
-    depends combinationally on ``operands.payload.last`` (the pacing above),
-    never on ``results.ready``.
+    depends combinationally on ``operands.payload.last`` (the pacing and the
+    reservation above), never on ``results.ready``.
 
     Parameters
     ----------
@@ -84,6 +88,13 @@ class SystolicArray(wiring.Component):
     acc_width = property(lambda self: self._acc_width)
 
     @property
+    def result_depth(self):
+        """Rows the output FIFO holds: the tiles in flight from a ``last``
+        beat to their last row (``rows + cols + 5`` cycles, one tile per at
+        least ``rows`` cycles), plus the tile being taken."""
+        return self.rows * (-(-(self.rows + self.cols + 5) // self.rows) + 1)
+
+    @property
     def operand_layout(self):
         return data.StructLayout({
             "a": data.ArrayLayout(signed(self.data_width), self.rows),
@@ -100,26 +111,31 @@ class SystolicArray(wiring.Component):
         rows, cols, dw, aw = self.rows, self.cols, self.data_width, self.acc_width
         flags = data.StructLayout({"valid": 1, "first": 1, "last": 1})
 
-        # Everything in the datapath advances together; it only freezes when a
-        # finished row cannot enter the (full) output FIFO, which keeps the
-        # relative timing of the skewed wave intact under back-pressure.
-        advance = Signal()
-        grid = Module()
-
         # A tile's results occupy each column's drain bus for `rows` cycles, so
         # consecutive `last` beats must be at least `rows` cycles apart.
         since_last = Signal(range(rows + 1), init=rows)
         expect_first = Signal(init=1)
-        last_too_soon = self.operands.payload.last & (since_last < rows)
-        m.d.comb += self.operands.ready.eq(advance & ~last_too_soon)
+        # Rows of the output FIFO promised to tiles whose `last` beat was
+        # taken and not yet taken by the consumer. The grid runs freely, so a
+        # tile starts draining whatever the consumer does: it may only finish
+        # (take its `last`) when all its rows have a place.
+        depth = self.result_depth
+        reserved = Signal(range(depth + 1))
+        tile_room = Signal()
+        m.d.comb += tile_room.eq(reserved <= depth - rows)
+        last_held = self.operands.payload.last & ((since_last < rows) | ~tile_room)
+        m.d.comb += self.operands.ready.eq(~last_held)
         take = Signal()
         m.d.comb += take.eq(self.operands.valid & self.operands.ready)
-        with grid.If(take & self.operands.payload.last):
-            grid.d.sync += since_last.eq(1)
-        with grid.Elif(since_last < rows):
-            grid.d.sync += since_last.eq(since_last + 1)
-        with grid.If(take):
-            grid.d.sync += expect_first.eq(self.operands.payload.last)
+        with m.If(take & self.operands.payload.last):
+            m.d.sync += since_last.eq(1)
+        with m.Elif(since_last < rows):
+            m.d.sync += since_last.eq(since_last + 1)
+        with m.If(take):
+            m.d.sync += expect_first.eq(self.operands.payload.last)
+        popped = self.results.valid & self.results.ready
+        m.d.sync += reserved.eq(reserved + Mux(take & self.operands.payload.last, rows, 0)
+                                - popped)
 
         entry = Signal(flags)
         m.d.comb += [
@@ -131,7 +147,7 @@ class SystolicArray(wiring.Component):
         def delayed(value, n, name):
             for stage in range(n):
                 reg = Signal.like(value, name=f"{name}_d{stage}")
-                grid.d.sync += reg.eq(value)
+                m.d.sync += reg.eq(value)
                 value = reg
             return value
 
@@ -148,7 +164,7 @@ class SystolicArray(wiring.Component):
 
         for i in range(rows):
             for j in range(cols):
-                grid.d.sync += [
+                m.d.sync += [
                     a_reg[i][j].eq(a_in[i] if j == 0 else a_reg[i][j - 1]),
                     b_reg[i][j].eq(b_in[j] if i == 0 else b_reg[i - 1][j]),
                     f_reg[i][j].eq(f_in[i] if j == 0 else f_reg[i][j - 1]),
@@ -157,13 +173,13 @@ class SystolicArray(wiring.Component):
                 # yosys packs into one DSP48E1 (AREG/BREG, MREG, PREG + ALU).
                 product = Signal(signed(2 * dw), name=f"m_{i}_{j}")
                 m_flags = Signal(flags, name=f"mf_{i}_{j}")
-                grid.d.sync += [
+                m.d.sync += [
                     product.eq(a_reg[i][j] * b_reg[i][j]),
                     m_flags.eq(f_reg[i][j]),
                     done[i][j].eq(m_flags.valid & m_flags.last),
                 ]
-                with grid.If(m_flags.valid):
-                    grid.d.sync += acc[i][j].eq(Mux(m_flags.first, 0, acc[i][j]) + product)
+                with m.If(m_flags.valid):
+                    m.d.sync += acc[i][j].eq(Mux(m_flags.first, 0, acc[i][j]) + product)
 
         # Drain: in column j, PE (i, j) finishes one cycle after PE (i-1, j), so
         # at most one `done` is high per column and the finished accumulator is
@@ -176,7 +192,7 @@ class SystolicArray(wiring.Component):
             picked = Const(0, aw)
             for i in range(rows):
                 picked = picked | Mux(done[i][j], acc[i][j], 0)
-            grid.d.sync += [
+            m.d.sync += [
                 bus.eq(picked),
                 bus_valid.eq(Cat(done[i][j] for i in range(rows)).any()),
             ]
@@ -184,15 +200,12 @@ class SystolicArray(wiring.Component):
             column_valid.append(bus_valid)
         row_valid = column_valid[cols - 1]
 
-        m.submodules.grid = EnableInserter(advance)(grid)
-
-        # Two entries: one row in flight while the consumer takes the other, so
-        # `advance` depends only on registered state, not on results.ready.
-        m.submodules.out_fifo = out_fifo = fifo.SyncFIFO(width=cols * aw, depth=2)
+        # Asynchronous read (distributed RAM): a row is offered the cycle
+        # after it is written, as with the shallow FIFO this replaced.
+        m.submodules.out_fifo = out_fifo = fifo.SyncFIFO(width=cols * aw, depth=depth)
         m.d.comb += [
-            advance.eq(~row_valid | out_fifo.w_rdy),
             out_fifo.w_data.eq(Cat(column)),
-            out_fifo.w_en.eq(row_valid & advance),
+            out_fifo.w_en.eq(row_valid),
             self.results.payload.eq(out_fifo.r_data),
             self.results.valid.eq(out_fifo.r_rdy),
             out_fifo.r_en.eq(self.results.ready),

@@ -202,3 +202,49 @@ def test_multipliers_map_to_dsp48e1():
     used = synthesize(dut, family="xc7")
     assert used.dsp == dut.rows * dut.cols, used.cells
     assert used.bram36 == 0
+
+
+@pytest.mark.parametrize("rows, cols", [(4, 4), (2, 5), (5, 2), (1, 3)])
+def test_reservations_never_hold_back_a_prompt_consumer(rows, cols):
+    # Back-to-back tiles of the shortest unpaced depth K = rows: the output
+    # FIFO's reservations must not add a cycle to the docstring's count.
+    dut = SystolicArray(rows=rows, cols=cols, data_width=8, acc_width=16)
+    rng = np.random.default_rng(rows * 10 + cols)
+    n_tiles = 8
+    tiles = _random_tiles(rng, rows, cols, 8, [rows] * n_tiles)
+    _, cycles = measure_utilization(dut, tiles)
+    assert cycles <= n_tiles * rows + rows + cols + 4, cycles
+
+
+def test_stalled_consumer_holds_last_beats_and_loses_nothing():
+    # The grid never stops, so with results.ready low the array may only take
+    # as many tiles as the output FIFO has rows for; then `last` waits.
+    rows, cols = 3, 2
+    dut = SystolicArray(rows=rows, cols=cols, data_width=8, acc_width=16)
+    rng = np.random.default_rng(5)
+    tiles = _random_tiles(rng, rows, cols, 8, [4, 1, 3, 5, 2, 4, 1, 6])
+    expected = [gemm(a, b, 16) for a, b in tiles]
+    STALL = 300             # cycles before the consumer takes its first row
+    cycle = [0]
+    lasts_taken = []        # the cycle each `last` beat was taken
+
+    async def clock(ctx):
+        async for _ in ctx.tick():
+            cycle[0] += 1
+
+    async def feed(ctx):
+        for beat in _operand_beats(tiles):
+            await stream_put(ctx, dut.operands, beat)
+            if beat["last"]:
+                lasts_taken.append(cycle[0])
+
+    async def check(ctx):
+        await ctx.tick().repeat(STALL)
+        for t, want in enumerate(expected):
+            for i in range(rows):
+                got = await stream_get(ctx, dut.results)
+                assert [int(v) for v in got] == [int(v) for v in want[i]], (t, i)
+
+    simulate(dut, feed, check, processes=[clock], name="systolic_stalled_consumer")
+    assert len(lasts_taken) == len(tiles)
+    assert sum(c < STALL for c in lasts_taken) == dut.result_depth // rows

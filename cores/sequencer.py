@@ -492,9 +492,11 @@ class Sequencer(wiring.Component):
         # and compares and the choice do not fit one cycle on ECP5). Words,
         # and the geometry state decode reads, hold still while a command
         # waits in the slot.
+        go = Signal()       # a command waits in the slot, not retiring
+        m.d.comb += go.eq(have & ~retire)
         stages = [Signal(name=f"decode_stage{i}") for i in range(3)]
-        for before, stage in zip([have & ~retire] + stages, stages):
-            m.d.sync += stage.eq(before & have & ~retire)
+        for before, stage in zip([go] + stages, stages):
+            m.d.sync += stage.eq(before & go)
         decoded = stages[-1]
 
         def _decoded(value, name):
@@ -799,9 +801,13 @@ class Sequencer(wiring.Component):
         # Units take their commands a cycle after issue, from registers that
         # load every cycle: the hazard checks and the choice of unit end at
         # these flip-flops, not at a unit's wide command-register enables.
-        # Each unit is idle when issued to (its ``*_active`` flag), so it is
-        # ready a cycle later too.
         def _issue(port, start, payload, name):
+            """A register slice without the ready half of a skid buffer: a
+            unit is only issued to when idle (its ``*_active`` flag is
+            clear), so it is ready the cycle after too and the command is
+            taken the cycle ``valid`` rises; a :class:`SkidBuffer` here would
+            add a second command register per unit for a stall that cannot
+            happen. A lost command would show in every end-to-end test."""
             valid = Signal(name=f"{name}_issued")
             cmd = Signal.like(payload, name=f"{name}_issued_cmd")
             m.d.sync += [valid.eq(start), cmd.eq(payload)]

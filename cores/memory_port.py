@@ -14,7 +14,10 @@ Four ``lib.stream`` channels, initiator's view:
   in command order; a read's response follows its last ``r`` word, so an
   initiator drains ``r`` before it waits for the response.
 
-Targets may accept further commands before the earlier ones finish.
+Targets may accept further commands before the earlier ones finish, and a
+read is not ordered after an earlier write (AXI's read and write channels
+are independent): an initiator must not read a word while a write to it
+is unanswered (the core tests' ``TensorMemory`` fails such a read).
 """
 
 from amaranth.lib import data, stream, wiring

@@ -5,6 +5,7 @@ random stalls, so every core is exercised under back-pressure. Setting
 ``FECAFFE_VCD=dir`` makes :func:`simulate` write ``dir/<name>.vcd``.
 """
 
+import collections
 import contextlib
 import os
 import pathlib
@@ -13,7 +14,7 @@ import re
 from amaranth.sim import Simulator
 
 __all__ = ["stream_put", "stream_get", "handshake_monitor", "simulate", "Stalls",
-           "uart_send", "uart_receive", "uart_receiver"]
+           "uart_send", "uart_receive", "uart_receiver", "TensorMemory"]
 
 
 class Stalls:
@@ -173,41 +174,78 @@ def simulate(dut, *testbenches, name, processes=(), background=(), deadline_cycl
 
 
 class TensorMemory:
-    """A ``cores.memory_port`` target over ``words`` (uint32) for core tests:
-    commands are accepted ahead (up to ``queue``; 1 serves one at a time),
-    served in order after ``latency`` cycles, with random stalls on every
-    channel; a burst past the end faults (reads return 0, writes are
-    dropped). ``bursts`` lists every ``(addr, words, write)`` accepted; run
-    :meth:`processes` as background testbenches."""
+    """A ``cores.memory_port`` target over ``words`` (uint32) for core tests.
 
-    def __init__(self, port, words, rng, *, stall=0.3, latency=(0, 8), queue=4):
+    It accepts commands ahead, up to ``outstanding`` accepted and not yet
+    answered (1: one at a time), and answers them in order, each ``latency``
+    cycles or more after it was accepted, so accepted commands overlap;
+    ``latency`` is a cycle count or a range ``(lo, hi)``, drawn as
+    ``rng.integers(lo, hi)`` (``hi`` excluded). Every channel stalls with
+    probability ``stall`` (0: never). A burst past the end faults (reads
+    return 0, writes are dropped). A read of a word whose write is accepted
+    but still unanswered fails the test: the port promises no order between
+    them, so an initiator must not issue it.
+
+    ``bursts`` lists every ``(addr, words, write)`` accepted. Run
+    :meth:`processes` as background testbenches, or ``accept`` and ``serve``
+    as testbenches that end once ``stop`` is set and ``count`` (the cycle
+    counter the latency needs) as a process.
+    """
+
+    def __init__(self, port, words, rng, *, stall=0.3, latency=(0, 8), outstanding=4):
+        if outstanding < 1:
+            raise ValueError(f"outstanding must be at least 1, not {outstanding!r}")
         self.port, self.words, self.rng = port, words, rng
-        self.stalls = Stalls(rng, stall)
-        self.latency, self.queue = latency, queue
-        self.pending, self.bursts = [], []
+        self.stalls = Stalls(rng, stall) if stall else None
+        self.latency, self.outstanding = latency, outstanding
+        self.queue = collections.deque()       # (due cycle, addr, words, write, burst)
+        self.unanswered = {}                   # burst index -> (addr, words) of writes
+        self.bursts = []
+        self.cycle = 0
+        self.stop = False
+
+    def _delay(self):
+        if isinstance(self.latency, int):
+            return self.latency
+        return int(self.rng.integers(*self.latency))
+
+    async def count(self, ctx):
+        async for _ in ctx.tick():
+            self.cycle += 1
 
     async def accept(self, ctx):
-        while True:
-            if len(self.pending) >= self.queue or not ctx.get(self.port.cmd.valid):
+        port = self.port
+        while not self.stop:
+            if not ctx.get(port.cmd.valid) or len(self.queue) >= self.outstanding:
                 await ctx.tick()
                 continue
-            cmd = await stream_get(ctx, self.port.cmd, stalls=self.stalls)
+            cmd = await stream_get(ctx, port.cmd, stalls=self.stalls)
             addr, n, write = int(cmd.addr), int(cmd.words), int(cmd.write)
-            assert addr % 4 == 0 and 1 <= n <= 256
+            assert addr % 4 == 0 and 1 <= n <= 256, f"bad command {(addr, n, write)}"
+            index = len(self.bursts)
             self.bursts.append((addr, n, write))
-            self.pending.append((addr, n, write))
+            if write:
+                self.unanswered[index] = (addr, n)
+            else:
+                clashes = {i: (a, m) for i, (a, m) in self.unanswered.items()
+                           if a < addr + 4 * n and addr < a + 4 * m}
+                if clashes:
+                    recent = list(enumerate(self.bursts))[-24:]
+                    raise AssertionError(
+                        f"read of {n} words at {addr:#x} (burst {index}) while writes "
+                        f"{clashes} (burst: (addr, words)) to its words are unanswered; "
+                        f"last bursts (index, (addr, words, write)): {recent}")
+            self.queue.append((self.cycle + self._delay(), addr, n, write, index))
 
     async def serve(self, ctx):
         port = self.port
-        while True:
-            if not self.pending:
+        while not self.stop:
+            if not self.queue or self.queue[0][0] > self.cycle:
                 await ctx.tick()
                 continue
-            addr, n, write = self.pending[0]
+            _, addr, n, write, index = self.queue[0]
             first = addr // 4
             fault = first + n > len(self.words)
-            for _ in range(int(self.rng.integers(*self.latency))):
-                await ctx.tick()
             for i in range(n):
                 if write:
                     word = await stream_get(ctx, port.w, stalls=self.stalls)
@@ -216,8 +254,9 @@ class TensorMemory:
                 else:
                     value = 0 if fault else int(self.words[first + i])
                     await stream_put(ctx, port.r, value, stalls=self.stalls)
-            self.pending.pop(0)
             await stream_put(ctx, port.resp, {"fault": int(fault)}, stalls=self.stalls)
+            self.queue.popleft()
+            self.unanswered.pop(index, None)
 
     def processes(self):
-        return (self.accept, self.serve)
+        return (self.count, self.accept, self.serve)

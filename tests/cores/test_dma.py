@@ -75,7 +75,7 @@ def test_dma_loads_strided_regions():
     rng = np.random.default_rng(1)
     top, dma, bufs = make_bench()
     words = memory_image(rng, 2048)
-    mem = TensorMemory(dma.mem, words, rng, latency=(0, 6), queue=1)
+    mem = TensorMemory(dma.mem, words, rng, latency=(0, 6), outstanding=1)
     elements = words.view(np.int16)          # little-endian: element 0 in the low half
 
     # (buffer, transpose, row-major region at element e0 with row pitch, rows, cols, word, shift)
@@ -121,7 +121,7 @@ def test_dma_store_requantises(shift):
     words = memory_image(rng, 512)
     # Ties at shift 4 that round-half-up would get wrong, and the extremes.
     words.view(np.int16)[[0, 1, 4, 5, 8, 9]] = [2, -2, 10, -6, 32767, -32768]
-    mem = TensorMemory(dma.mem, words, rng, latency=(0, 6), queue=1)
+    mem = TensorMemory(dma.mem, words, rng, latency=(0, 6), outstanding=1)
     source = words.view(np.int16).astype(np.int64)
     load_shift = 2                           # shift 0 saturates, 4 meets ties often
     rows, cols = 14, 2                       # 2 x 16 bits: one memory word per row
@@ -155,7 +155,7 @@ def test_dma_store_requantises(shift):
 def test_dma_refuses_bad_commands():
     rng = np.random.default_rng(3)
     top, dma, bufs = make_bench()
-    mem = TensorMemory(dma.mem, memory_image(rng, 64), rng, latency=(0, 6), queue=1)
+    mem = TensorMemory(dma.mem, memory_image(rng, 64), rng, latency=(0, 6), outstanding=1)
     bad = [
         command(buffer=BUFFER_A, transpose=1, addr=0, stride=8, rows=ROWS + 1, cols=2),
         command(buffer=BUFFER_B, addr=2, stride=8, rows=2, cols=2),          # misaligned

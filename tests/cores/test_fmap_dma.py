@@ -4,8 +4,6 @@ IM2COL and FMAP loads (both placements), FMAP and COL2IM stores (rounding,
 saturation, partial words, overlapping rows), refused commands, random
 geometries; every word checked against ``fixedpoint.tiles``."""
 
-import collections
-
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -18,77 +16,17 @@ from fecaffe_hw.cores.scratchpad import Scratchpad
 from fecaffe_hw.fixedpoint.tiles import (ConvGeometry, col2im_add, fmap_store, fmap_tile,
                                          im2col_tile)
 
-from support import Stalls, simulate, stream_get, stream_put
+from support import TensorMemory, simulate, stream_put
 
 AW = 32
 
 
-class TensorMemory:
-    """Memory-port target over ``words`` (uint32) that accepts up to
-    ``outstanding`` commands ahead, answers each ``latency`` cycles after it
-    was accepted (in order), with random stalls on every channel. It fails
-    a read of a word whose write is still unanswered (the port's rule)."""
-
-    def __init__(self, port, words, rng, *, stall=0.3, latency=(1, 8), outstanding=6):
-        self.port, self.words, self.rng = port, words, rng
-        self.stalls = Stalls(rng, stall) if stall else None
-        self.latency, self.outstanding = latency, outstanding
-        self.queue = collections.deque()
-        self.unanswered = collections.Counter()
-        self.commands = []
-        self.cycle = 0
-        self.stop = False
-
-    async def count(self, ctx):
-        async for _ in ctx.tick():
-            self.cycle += 1
-
-    async def accept(self, ctx):
-        port = self.port
-        while not self.stop:
-            if not ctx.get(port.cmd.valid) or len(self.queue) >= self.outstanding:
-                await ctx.tick()
-                continue
-            cmd = await stream_get(ctx, port.cmd, stalls=self.stalls)
-            addr, n, write = int(cmd.addr), int(cmd.words), int(cmd.write)
-            assert addr % 4 == 0 and 1 <= n <= 256
-            span = range(addr // 4, addr // 4 + n)
-            if write:
-                self.unanswered.update(span)
-            else:
-                assert not any(self.unanswered[w] for w in span), \
-                    f"read of word {addr // 4} with its write unanswered"
-            self.commands.append((addr, n, write))
-            lo, hi = self.latency
-            self.queue.append((self.cycle + int(self.rng.integers(lo, hi + 1)), addr, n, write))
-
-    async def serve(self, ctx):
-        port = self.port
-        while not self.stop:
-            if not self.queue or self.queue[0][0] > self.cycle:
-                await ctx.tick()
-                continue
-            _, addr, n, write = self.queue.popleft()
-            first = addr // 4
-            fault = first + n > len(self.words)
-            for i in range(n):
-                if write:
-                    word = await stream_get(ctx, port.w, stalls=self.stalls)
-                    if not fault:
-                        self.words[first + i] = word
-                else:
-                    value = 0 if fault else int(self.words[first + i])
-                    await stream_put(ctx, port.r, value, stalls=self.stalls)
-            await stream_put(ctx, port.resp, {"fault": int(fault)}, stalls=self.stalls)
-            if write:
-                self.unanswered.subtract(range(first, first + n))
-
-
 class Bench:
-    """An FmapDma with A, B and C scratchpads and a tensor memory."""
+    """An FmapDma with A, B and C scratchpads and a tensor memory (by default
+    1 to 8 cycles of latency, 6 commands in flight)."""
 
     def __init__(self, words, rng, *, rows=8, cols=8, a_depth=64, b_depth=64, c_depth=32,
-                 **memory):
+                 latency=(1, 9), outstanding=6, **memory):
         self.dut = dut = FmapDma(rows=rows, cols=cols, acc_width=AW, a_depth=a_depth,
                                  b_depth=b_depth, c_depth=c_depth)
         self.top = top = Module()
@@ -107,7 +45,8 @@ class Bench:
         c = self.bufs[BUFFER_C]
         top.d.comb += [c.read1.addr.eq(dut.c_read.addr), c.read1.en.eq(dut.c_read.en),
                        dut.c_read.data.eq(c.read1.data)]
-        self.mem = TensorMemory(dut.mem, words, rng, **memory)
+        self.mem = TensorMemory(dut.mem, words, rng, latency=latency,
+                                outstanding=outstanding, **memory)
         self.buffer_writes = 0
 
     async def count_writes(self, ctx):
@@ -230,7 +169,7 @@ def test_fmap_dma_loads():
 
     bench.simulate(run, "fmap_dma_loads")
     assert (words == before).all()
-    assert not any(write for _, _, write in bench.mem.commands)
+    assert not any(write for _, _, write in bench.mem.bursts)
 
 
 def test_fmap_dma_large_coordinates():
@@ -370,9 +309,9 @@ def test_fmap_dma_refuses_bad_commands():
         for cmd in bad:
             fault, cycles = await bench.run(ctx, cmd)
             assert fault and cycles <= 16, cmd
-        assert bench.mem.commands == [] and bench.buffer_writes == 0
+        assert bench.mem.bursts == [] and bench.buffer_writes == 0
         assert not (await bench.run(ctx, good[0]))[0]
-        assert bench.mem.commands and bench.buffer_writes == 16
+        assert bench.mem.bursts and bench.buffer_writes == 16
 
     bench.simulate(run, "fmap_dma_refused")
     assert (words == before).all()
@@ -416,7 +355,7 @@ def test_fmap_dma_random_geometries(scenario):
     g, commands, seed = scenario
     rng = np.random.default_rng(seed)
     words = random_words(rng, 1024)
-    bench = Bench(words, rng, stall=0.2, latency=(0, 10))
+    bench = Bench(words, rng, stall=0.2, latency=(0, 11))
     expected = words.copy()
     x_shape = (g.images, g.channels, g.height, g.width)
     y_shape = (g.images, g.out_channels, g.out_h, g.out_w)
@@ -456,7 +395,7 @@ def test_fmap_dma_throughput():
     rng = np.random.default_rng(5)
     words = random_words(rng, 8192)
     bench = Bench(words, rng, rows=32, cols=8, a_depth=64, b_depth=32, c_depth=32,
-                  stall=0.0, latency=(8, 8), outstanding=16)
+                  stall=0.0, latency=8, outstanding=16)
     g = geometry(1, 28, 28, 5, 5, 1, 1, 0, 0, 1, 20)
     x_addr, y_addr = 0, 2048
     x = map_view(words, x_addr, (1, 1, 28, 28))

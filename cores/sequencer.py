@@ -202,14 +202,22 @@ def _reserved(words, opcode):
 def _divide_exact(value, divisor, width):
     """``(value // divisor, value % divisor == 0)`` for an unsigned ``width``-bit
     ``value`` and a constant ``divisor``: multiply by a rounded-up reciprocal
-    (exact for every ``width``-bit value), so no divider is built."""
+    (exact for every ``width``-bit value), so no divider is built.
+
+    With ``magic = ceil(2**n / divisor)``, ``n = width + ell`` and
+    ``2**ell >= divisor``, the product's low ``n`` bits are ``q * e + r *
+    magic`` (``value = q * divisor + r``, ``e = divisor * magic - 2**n <
+    divisor``), below ``magic`` exactly when ``r == 0`` (``q * e < 2**width
+    <= magic``): the remainder test is one compare after the multiplier,
+    not a second multiply and a wide equality."""
     if divisor & (divisor - 1) == 0:
         shift = divisor.bit_length() - 1
         return value >> shift, value[:shift] == 0 if shift else Const(1)
     ell = (divisor - 1).bit_length()
-    magic = -(-(1 << (width + ell)) // divisor)
-    quotient = (value * magic) >> (width + ell)
-    return quotient, quotient * divisor == value
+    n = width + ell
+    magic = -(-(1 << n) // divisor)
+    product = value * magic
+    return product >> n, product[:n] < magic
 
 
 def _offset_word(offset, lanes, depth):

@@ -194,7 +194,8 @@ class PoolEngine(wiring.Component):
     ``fixedpoint.pooling.pool_backward``.
 
     Ports: ``cmd`` (In stream of :func:`PoolCommand`, taken while idle),
-    ``done`` (pulse per command, ``fault`` with it if a burst faulted),
+    ``done`` (registered pulse per command, the cycle after ``busy``
+    falls; ``fault`` with it if a burst faulted),
     ``busy``, ``mem`` (``Out(MemoryPort())``), ``r_word``/``w_word``/``mem_stall``.
 
     The memory port has no byte enables: outputs must start and end on whole
@@ -736,7 +737,10 @@ class PoolEngine(wiring.Component):
                     & (ir_left == 0) & (ir_runs == _LAST)
                     & (ix_left == ix_none) & (ix_runs == _LAST)
                     & ~up_start & (up_left == up_none) & (up_runs == _LAST) & (pending == 0))
-        m.d.comb += [self.done.eq(finished), self.fault.eq(finished & fault)]
+        # done and fault leave from flip-flops, a cycle after the last
+        # write is answered: the wide end test above reached the
+        # sequencer's unit flags and the CSR counters in the same cycle.
+        m.d.sync += [self.done.eq(finished), self.fault.eq(finished & fault)]
         with m.If(finished):
             m.d.sync += busy.eq(0)
 

@@ -24,10 +24,9 @@ class MemoryArbiter(wiring.Component):
     Latency: a command reaches the target three cycles after it is offered
     (one in the port's skid buffer, one to grant, one to take it into the
     output register), and the next is granted the cycle the target takes
-    it, so one command per two cycles; read and write words take a cycle
-    each (a skid buffer) and responses pass combinationally, each at one
-    word per cycle, except that a read's response waits until its last word
-    has reached the initiator (at least a cycle after it).
+    it, so one command per two cycles; read and write words and responses
+    take a cycle each (skid buffers), each at one per cycle, and a read's
+    response waits until its last word has reached the initiator.
     """
 
     def __init__(self, *, ports, depth=4):
@@ -178,15 +177,22 @@ class MemoryArbiter(wiring.Component):
         resp_passes = target.resp.valid & target.resp.ready
         m.d.sync += reads_delivered.eq(reads_delivered + r_route.r_en
                                        - (resp_passes & resp_head.read))
+        # Each port's responses leave through a skid buffer: an initiator's
+        # reaction to its response (the frame engine's answer and CRC reset)
+        # starts at a flip-flop, not at this route FIFO's head and gating.
+        resp_out = []
         for i in range(n):
-            m.d.comb += ports[i].resp.payload.eq(target.resp.payload)
+            m.submodules[f"resp_out{i}"] = skid = SkidBuffer(target.resp.payload.shape())
+            wiring.connect(m, skid.o, wiring.flipped(ports[i].resp))
+            m.d.comb += skid.i.payload.eq(target.resp.payload)
+            resp_out.append(skid.i)
         with m.If(resp_route.r_rdy & (~resp_head.read | (reads_delivered != 0))):
             with m.Switch(resp_head.port):
                 for i in range(n):
                     with m.Case(i):
                         m.d.comb += [
-                            ports[i].resp.valid.eq(target.resp.valid),
-                            target.resp.ready.eq(ports[i].resp.ready),
+                            resp_out[i].valid.eq(target.resp.valid),
+                            target.resp.ready.eq(resp_out[i].ready),
                         ]
         m.d.comb += resp_route.r_en.eq(resp_passes)
         return m

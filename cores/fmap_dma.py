@@ -122,7 +122,7 @@ class FmapDma(wiring.Component):
     in flight may wait too). Measured
     with ``L = 8`` (tests/cores/test_fmap_dma.py): IM2COL load of 25 x 64
     (1 x 1 x 28 x 28 map, 5x5 kernel) 1738 cycles, 1.05 per element;
-    STORE_FMAP 20 x 8: 249 cycles; STORE_COL2IM 25 x 8: 637 cycles (rows of
+    STORE_FMAP 20 x 8: 250 cycles; STORE_COL2IM 25 x 8: 638 cycles (rows of
     8 overlap the previous row's words, so each row waits a round trip).
     """
 
@@ -648,6 +648,13 @@ class FmapDma(wiring.Component):
         pend = Signal()
         pend_lane = Signal(lane_bits)
         pend_meta = Signal(meta)
+        # The C word is registered whole before its lane is picked: block RAM
+        # clock-to-out (5.6 ns on ECP5), the depth-cascade mux of a deep C
+        # and a lane mux across the chip do not fit one cycle at 10x11.
+        c_valid = Signal()
+        c_word = Signal.like(self.c_read.data)
+        c_lane = Signal(lane_bits)
+        c_meta = Signal(meta)
         x_valid = Signal()
         x_val = Signal(signed(aw))
         x_meta = Signal(meta)
@@ -669,14 +676,16 @@ class FmapDma(wiring.Component):
         m.d.comb += [self.c_read.addr.eq(e2_baddr), self.c_read.en.eq(st_take)]
         m.d.comb += e2_take.eq(Mux(storing_cmd, st_take, ld_take))
         m.d.sync += st_count.eq(st_count + st_take - z_adv)
-        m.d.sync += [pend.eq(st_take), x_valid.eq(pend), y_valid.eq(x_valid),
-                     s_valid.eq(y_valid)]
+        m.d.sync += [pend.eq(st_take), c_valid.eq(pend), x_valid.eq(c_valid),
+                     y_valid.eq(x_valid), s_valid.eq(y_valid)]
         with m.If(st_take):
             m.d.sync += [pend_lane.eq(e2_lane),
                          pend_meta.word.eq(e2_word), pend_meta.half.eq(e2_half),
                          pend_meta.inside.eq(e2_inside), pend_meta.last.eq(e2_last)]
         with m.If(pend):
-            m.d.sync += [x_meta.eq(pend_meta), x_val.eq(self.c_read.data[pend_lane])]
+            m.d.sync += [c_meta.eq(pend_meta), c_lane.eq(pend_lane), c_word.eq(self.c_read.data)]
+        with m.If(c_valid):
+            m.d.sync += [x_meta.eq(c_meta), x_val.eq(c_word[c_lane])]
         with m.If(x_valid):
             kept = (shift != 0) & x_val.as_unsigned().bit_select(shift, 1)
             m.d.sync += [y_meta.eq(x_meta), y_sum.eq(x_val + round_base + kept)]
@@ -801,7 +810,7 @@ class FmapDma(wiring.Component):
         m.d.comb += finished.eq(
             ~gen_active & ~e1_valid & (elems.r_level == 0)
             & ~pending.r_rdy & ~load_wr
-            & ~pend & ~x_valid & ~y_valid & ~s_valid & (requant.r_level == 0)
+            & ~pend & ~c_valid & ~x_valid & ~y_valid & ~s_valid & (requant.r_level == 0)
             & ~op_valid & ~i_valid
             & (ops.r_level == 0) & ~wcmds.r_rdy & ~wdata.r_rdy & ~tags.r_rdy)
 

@@ -78,9 +78,9 @@ class Dma(wiring.Component):
     Latency: a command starts the cycle after it is taken and offers its
     first burst on ``mem.cmd`` the cycle after that; a refused one reports
     ``done`` two cycles after it is taken. Loaded elements reach the buffer
-    a cycle after their word arrives; stored elements pass four register
-    stages (C read, lane select, rounding add, shift and pack) before their
-    memory word is offered.
+    a cycle after their word arrives; stored elements pass five register
+    stages (C read, the C word registered, lane select, rounding add, shift
+    and pack) before their memory word is offered.
     """
 
     def __init__(self, *, rows, cols, data_width, acc_width, a_depth, b_depth, c_depth,
@@ -283,8 +283,9 @@ class Dma(wiring.Component):
             m.d.sync += port.en.eq(Cat(enables))
 
         # ---- store: read C, requantise, pack words -------------------------
-        # A four-stage pipeline, each stage advancing when the next has room:
-        # P (the C word read is on c_read.data) -> X (the word's elements,
+        # A five-stage pipeline, each stage advancing when the next has room:
+        # P (the C word read is on c_read.data) -> Q (the word, registered)
+        # -> X (the word's elements,
         # selected from their lanes) -> Y (element + rounding bias) -> pack
         # (shifted, saturated, merged into the memory word). The stages keep
         # the lane selection, the rounding add and the variable shift on
@@ -295,6 +296,14 @@ class Dma(wiring.Component):
         pend_pick = [Signal(self.cols, name=f"pend_pick{s}") for s in range(per_word)]
         pend_slot = Signal.like(el_slot)
         pend_last = Signal()             # the element completes a memory word
+        # Q holds the whole C word, registered before any lane is picked:
+        # block RAM clock-to-out, the depth-cascade mux of a deep C and the
+        # lane OR tree do not fit one cycle across the chip at 10x11.
+        q_valid = Signal()
+        q_word = Signal.like(self.c_read.data)
+        q_pick = [Signal(self.cols, name=f"q_pick{s}") for s in range(per_word)]
+        q_slot = Signal.like(el_slot)
+        q_last = Signal()
         x_valid = Signal()
         x_ext = [Signal(signed(aw), name=f"x_ext{s}") for s in range(per_word)]
         x_slot = Signal.like(el_slot)
@@ -310,13 +319,15 @@ class Dma(wiring.Component):
         w_free = ~w_valid | mem.w.ready
         y_adv = Signal()
         x_adv = Signal()
-        capture = Signal()               # P -> X
+        move = Signal()                  # P -> Q
+        capture = Signal()               # Q -> X
         issue = Signal()
         m.d.comb += [
             y_adv.eq(y_valid & (~y_last | w_free)),
             x_adv.eq(x_valid & (~y_valid | y_adv)),
-            capture.eq(pend & (~x_valid | x_adv)),
-            issue.eq(storing & el_busy & (~pend | capture)),
+            capture.eq(q_valid & (~x_valid | x_adv)),
+            move.eq(pend & (~q_valid | capture)),
+            issue.eq(storing & el_busy & (~pend | move)),
             self.c_read.addr.eq(word_addr),
             self.c_read.en.eq(issue),
         ]
@@ -329,14 +340,20 @@ class Dma(wiring.Component):
                 target = Mux(whole, lane + s, lane)
                 m.d.sync += pend_pick[s].eq(Cat(target == j for j in range(self.cols)))
             step_element()
-        with m.Elif(capture):
+        with m.Elif(move):
             m.d.sync += pend.eq(0)
 
+        with m.If(move):
+            m.d.sync += [q_valid.eq(1), q_word.eq(self.c_read.data), q_slot.eq(pend_slot),
+                         q_last.eq(pend_last)]
+            m.d.sync += [q_pick[s].eq(pend_pick[s]) for s in range(per_word)]
+        with m.Elif(capture):
+            m.d.sync += q_valid.eq(0)
+
         with m.If(capture):
-            m.d.sync += [x_valid.eq(1), x_slot.eq(pend_slot), x_last.eq(pend_last)]
+            m.d.sync += [x_valid.eq(1), x_slot.eq(q_slot), x_last.eq(q_last)]
             for s in range(per_word):
-                picked = [Mux(pend_pick[s][j], self.c_read.data[j], 0)
-                          for j in range(self.cols)]
+                picked = [Mux(q_pick[s][j], q_word[j], 0) for j in range(self.cols)]
                 m.d.sync += x_ext[s].eq(_or_tree(picked))
         with m.Elif(x_adv):
             m.d.sync += x_valid.eq(0)
@@ -391,7 +408,7 @@ class Dma(wiring.Component):
                 m.d.sync += [busy.eq(1), gen_busy.eq(1), el_busy.eq(1)]
             with m.Else():
                 m.d.sync += refused.eq(1)
-        finished = busy & ~gen_busy & ~cmd_valid & ~el_busy & ~pend & ~x_valid & ~y_valid \
+        finished = busy & ~gen_busy & ~cmd_valid & ~el_busy & ~pend & ~q_valid & ~x_valid & ~y_valid \
             & ~w_valid & ~word_valid & ~load_wr \
             & (answered == issued)
         with m.If(finished):

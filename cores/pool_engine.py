@@ -432,10 +432,12 @@ class PoolEngine(wiring.Component):
         tags = m.submodules.read_tags = SyncFIFO(width=10, depth=_READS_IN_FLIGHT)
         reading = busy & ~setup & tags.w_rdy
         want_rd, want_ir = Signal(), Signal()
-        want_rd_next = (reading & ~rd_start & (rd_left != 0)
-                        & (reserved + rd_chunk_next <= depth))
-        want_ir_next = (reading & ~ir_start & (ir_left != 0)
-                        & (ix_reserved + ir_chunk_next <= depth))
+        # Room for a whole chunk, whatever this burst's size: a compare of
+        # the count with a constant, not the burst size's compare, mux and
+        # an add in front of it (a run's last, shorter burst may wait for
+        # room it does not need; the FIFO drains meanwhile).
+        want_rd_next = (reading & ~rd_start & (rd_left != 0) & (reserved <= depth - ch))
+        want_ir_next = (reading & ~ir_start & (ir_left != 0) & (ix_reserved <= depth - ch))
         prefer_ir = Signal()             # alternate the two when both want a burst
         pick_ir = want_ir & (~want_rd | prefer_ir)
         want_read = want_rd | want_ir

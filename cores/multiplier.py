@@ -1,0 +1,173 @@
+"""A registered multiplier that uses the FPGA's own DSP registers where it can."""
+
+from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal, Shape, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["Multiplier", "Mult18x18d"]
+
+
+class Multiplier(wiring.Component):
+    """``p = a * b`` with registered operands and a registered product.
+
+    Ports
+    -----
+    a, b : In(a_shape), In(b_shape)
+        Operands, sampled every cycle (no enable).
+    p : Out(a_shape * b_shape)
+        The exact product of ``a`` and ``b`` as they were :attr:`latency`
+        cycles before.
+
+    Latency two cycles (one with ``input_registers=False``, for operands
+    that are registers already), one product per cycle. The registers reset
+    to zero with the ``sync`` domain.
+
+    Why a component: the registers around a multiplier are where timing is
+    won or lost once the array fills the device. Xilinx tools pack fabric
+    registers into DSP48E1s (AREG/BREG, MREG) by themselves; yosys does not
+    do that for the ECP5, so there every multiplier stayed combinational, the
+    placer put it dozens of tiles from its registers, and the multiply plus
+    two long hops shared one cycle. On a platform whose ``family`` is
+    ``"ecp5"``, and with both operands within the 18-bit ports, this
+    instantiates a :class:`Mult18x18d` with its input and output registers
+    enabled, so each long hop gets a cycle of its own. Elsewhere (other
+    families, simulation) the registers are ordinary ``sync`` logic, the
+    shape DSP48 inference expects; a fabric register elsewhere fed from the
+    same source as ``a`` or ``b`` is merged with the operand register there.
+    """
+
+    def __init__(self, *, a_shape, b_shape, input_registers=True):
+        a_shape, b_shape = Shape.cast(a_shape), Shape.cast(b_shape)
+        for name, shape in (("a_shape", a_shape), ("b_shape", b_shape)):
+            if shape.width < 1:
+                raise ValueError(f"Multiplier {name} must be at least 1 bit wide, not {shape!r}")
+        self._a_shape, self._b_shape = a_shape, b_shape
+        self._input_registers = bool(input_registers)
+        product = Shape(a_shape.width + b_shape.width, a_shape.signed or b_shape.signed)
+        super().__init__({
+            "a": In(a_shape),
+            "b": In(b_shape),
+            "p": Out(product),
+        })
+
+    @property
+    def a_shape(self):
+        return self._a_shape
+
+    @property
+    def b_shape(self):
+        return self._b_shape
+
+    @property
+    def input_registers(self):
+        return self._input_registers
+
+    @property
+    def latency(self):
+        return 2 if self._input_registers else 1
+
+    def fits_mult18x18d(self):
+        """Whether both operands fit an ECP5 MULT18X18D's 18-bit ports."""
+        return all(shape.width <= 18 - (not shape.signed)
+                   for shape in (self._a_shape, self._b_shape))
+
+    def elaborate(self, platform):
+        m = Module()
+        if getattr(platform, "family", None) == "ecp5" and self.fits_mult18x18d():
+            m.submodules.dsp = dsp = Mult18x18d(input_registers=self._input_registers)
+            # Both ports sign-extended: an unsigned operand is at most 17 bits
+            # here, so it stays non-negative as a signed 18-bit value.
+            m.d.comb += [
+                dsp.a.eq(self.a),
+                dsp.b.eq(self.b),
+                self.p.eq(dsp.p),
+            ]
+        elif self._input_registers:
+            a = Signal(self._a_shape, name="a_reg")
+            b = Signal(self._b_shape, name="b_reg")
+            m.d.sync += [
+                a.eq(self.a),
+                b.eq(self.b),
+                self.p.eq(a * b),
+            ]
+        else:
+            m.d.sync += self.p.eq(self.a * self.b)
+        return m
+
+
+class Mult18x18d(wiring.Component):
+    """The ECP5 MULT18X18D in signed 18 x 18 mode, its output register on and its
+    input registers on unless ``input_registers=False``.
+
+    Ports
+    -----
+    a, b : In(signed(18))
+    p : Out(signed(36))
+        ``a * b`` two cycles late (one without input registers).
+
+    On a platform it is the primitive, clocked by ``sync`` (``CLK0``, ``CE0``
+    high) with ``sync``'s reset on ``RST0`` (``RESETMODE = "SYNC"``), and the
+    pipeline register off. ``elaborate(None)`` (simulation) gives
+    :meth:`model`, a behavioural model of that configuration as documented
+    in Lattice's sysDSP usage guide (TN1267): yosys ships the primitive only
+    as a black box. A platform with a ``get_mult18x18d(mult)`` method
+    elaborates it instead, as Amaranth's ``get_ff_sync`` hook does for
+    synchronisers (the tests use this to simulate the ECP5 wiring).
+
+    nextpnr times the registered configuration as ``MULT18X18D:REGS=ALL``
+    (setup to ``CLK0`` at the A and B pins, clock to ``P``: the multiply is
+    inside the block, between its registers), the one without input
+    registers as ``REGS=OUTPUT`` (the multiply is in the A/B setup time).
+    """
+
+    def __init__(self, *, input_registers=True):
+        self._input_registers = bool(input_registers)
+        super().__init__({
+            "a": In(signed(18)),
+            "b": In(signed(18)),
+            "p": Out(signed(36)),
+        })
+
+    @property
+    def latency(self):
+        return 2 if self._input_registers else 1
+
+    def elaborate(self, platform):
+        if platform is None:
+            return self.model()
+        if hasattr(platform, "get_mult18x18d"):
+            return platform.get_mult18x18d(self)
+        m = Module()
+        ports = {}
+        for i in range(18):
+            ports[f"i_A{i}"] = self.a[i]
+            ports[f"i_B{i}"] = self.b[i]
+            ports[f"i_C{i}"] = Const(0)
+        for i in range(36):
+            ports[f"o_P{i}"] = self.p[i]
+        for i in range(1, 4):
+            ports[f"i_CLK{i}"] = Const(0)
+            ports[f"i_CE{i}"] = Const(0)
+            ports[f"i_RST{i}"] = Const(0)
+        inputs = "CLK0" if self._input_registers else "NONE"
+        m.submodules.mult18x18d = Instance(
+            "MULT18X18D",
+            p_REG_INPUTA_CLK=inputs, p_REG_INPUTA_CE="CE0", p_REG_INPUTA_RST="RST0",
+            p_REG_INPUTB_CLK=inputs, p_REG_INPUTB_CE="CE0", p_REG_INPUTB_RST="RST0",
+            p_REG_PIPELINE_CLK="NONE",
+            p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
+            p_RESETMODE="SYNC",
+            i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
+            i_CLK0=ClockSignal("sync"), i_CE0=Const(1), i_RST0=ResetSignal("sync"),
+            **ports)
+        return m
+
+    def model(self):
+        """The behavioural model: a module with this component's ports."""
+        m = Module()
+        if not self._input_registers:
+            m.d.sync += self.p.eq(self.a * self.b)
+            return m
+        a, b = Signal.like(self.a, name="a_reg"), Signal.like(self.b, name="b_reg")
+        m.d.sync += [a.eq(self.a), b.eq(self.b), self.p.eq(a * b)]
+        return m

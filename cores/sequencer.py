@@ -123,7 +123,7 @@ about 3 cycles per (channel, image) span plus its words; each command has
 about 26 cycles of setup.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -139,6 +139,7 @@ from .pool_engine import PoolEngine, PoolGeometry
 from .dma import BUFFER_A, BUFFER_B, BUFFER_C, BUFFER_BIAS, Dma, DmaCommand
 from .fmap_dma import ConvGeometryLayout, FmapCommand, FmapDma, FmapMode
 from .memory_port import MemoryPort
+from .multiplier import Multiplier
 from .scratchpad import Scratchpad
 from .systolic import SystolicArray
 
@@ -199,38 +200,51 @@ def _reserved(words, opcode):
     return Cat((w & (~mask & 0xFFFFFFFF)).any() for w, mask in zip(words, masks)).any()
 
 
-def _divide_exact(value, divisor, width):
-    """``(value // divisor, value % divisor == 0)`` for an unsigned ``width``-bit
-    ``value`` and a constant ``divisor``: multiply by a rounded-up reciprocal
-    (exact for every ``width``-bit value), so no divider is built.
+def _divide_exact(m, value, divisor, name):
+    """``(value // divisor, value % divisor == 0)`` for an unsigned ``value`` and a
+    constant ``divisor``, one cycle late: multiply by a rounded-up reciprocal
+    (exact for every value of ``len(value)`` bits), so no divider is built.
 
     With ``magic = ceil(2**n / divisor)``, ``n = width + ell`` and
     ``2**ell >= divisor``, the product's low ``n`` bits are ``q * e + r *
     magic`` (``value = q * divisor + r``, ``e = divisor * magic - 2**n <
     divisor``), below ``magic`` exactly when ``r == 0`` (``q * e < 2**width
     <= magic``): the remainder test is one compare after the multiplier,
-    not a second multiply and a wide equality."""
+    not a second multiply and a wide equality. The product is the
+    multiplier's output register (on the ECP5 inside the MULT18X18D, so a
+    multiplier placed far away costs a hop, not the cycle); the compare
+    runs after it."""
+    width = len(value)
     if divisor & (divisor - 1) == 0:
         shift = divisor.bit_length() - 1
-        return value >> shift, value[:shift] == 0 if shift else Const(1)
+        quotient = Signal(max(width - shift, 1), name=f"{name}_quotient")
+        exact = Signal(name=f"{name}_exact")
+        m.d.sync += [quotient.eq(value >> shift), exact.eq(value[:shift] == 0 if shift else 1)]
+        return quotient, exact
     ell = (divisor - 1).bit_length()
     n = width + ell
     magic = -(-(1 << n) // divisor)
-    product = value * magic
-    return product >> n, product[:n] < magic
+    mult = Multiplier(a_shape=unsigned(width), b_shape=unsigned(magic.bit_length()),
+                      input_registers=False)
+    m.submodules[f"{name}_divide"] = mult
+    m.d.comb += [mult.a.eq(value), mult.b.eq(magic)]
+    return mult.p >> n, mult.p[:n] < magic
 
 
-def _offset_word(offset, lanes, depth):
-    """``(offset // lanes, exact)`` for a buffer of ``depth`` words of ``lanes``
-    elements: ``exact`` if ``offset`` is a multiple of ``lanes`` below the
-    power of two at or above ``depth * lanes`` (the quotient is right then).
-    An offset past the buffer is refused by the range checks anyway, so only
-    the bits below that power are divided (one 18-bit multiplier on ECP5
-    instead of four for all 24 bits, and a shorter path)."""
+def _offset_word(m, offset, lanes, depth, name):
+    """``(offset // lanes, exact)``, one cycle late, for a buffer of ``depth``
+    words of ``lanes`` elements: ``exact`` if ``offset`` is a multiple of
+    ``lanes`` below the power of two at or above ``depth * lanes`` (the
+    quotient is right then). An offset past the buffer is refused by the
+    range checks anyway, so only the bits below that power are divided (one
+    18-bit multiplier on ECP5 instead of four for all 24 bits, and a
+    shorter path)."""
     bits = (depth * lanes - 1).bit_length()
-    quotient, exact = _divide_exact(offset[:bits], lanes, bits)
+    quotient, exact = _divide_exact(m, offset[:bits], lanes, name)
     if len(offset) > bits:
-        exact = exact & (offset[bits:] == 0)
+        in_low_bits = Signal(name=f"{name}_in_low_bits")
+        m.d.sync += in_low_bits.eq(offset[bits:] == 0)
+        exact = exact & in_low_bits
     return quotient, exact
 
 
@@ -513,8 +527,7 @@ class Sequencer(wiring.Component):
             return reg
 
         def _decoded_quotient(offset, lanes, depth, name):
-            quotient, exact = _offset_word(offset, lanes, depth)
-            return _decoded(quotient, f"{name}_word"), _decoded(exact, f"{name}_exact")
+            return _offset_word(m, offset, lanes, depth, f"dec_{name}")
 
         opcode = words[0][:8]
         flags = words[0][12:24]
@@ -544,12 +557,14 @@ class Sequencer(wiring.Component):
         offset_ok = Signal()
         d_op = Op.DMA_LOAD
         offset = _field(words, d_op, "offset")
+        # Each buffer's divide is registered; the choice among them by
+        # `func` (words hold still) comes after the registers.
+        quotients = {buf: _decoded_quotient(offset, lanes, depth, f"dma{buf}")
+                     for buf, (lanes, depth) in lanes_of.items()}
         with m.Switch(func):
-            for buf, (lanes, depth) in lanes_of.items():
+            for buf, (q, exact) in quotients.items():
                 with m.Case(buf):
-                    q, exact = _offset_word(offset, lanes, depth)
                     m.d.comb += [dma_word.eq(q), offset_ok.eq(exact)]
-        dma_word, offset_ok = _decoded(dma_word, "dma_word"), _decoded(offset_ok, "offset_ok")
         flip = (flags & (F.TRANSPOSE_A | F.TRANSPOSE_B)).any()
         m.d.comb += [
             dma_cmd.store.eq(opcode == Op.DMA_STORE),
@@ -643,7 +658,12 @@ class Sequencer(wiring.Component):
         g_a_lo, g_a_hi = _decoded(a_word, "a_lo"), _decoded(a_word + g_k, "a_hi")
         g_b_lo, g_b_hi = _decoded(b_word, "b_lo"), _decoded(b_word + g_k, "b_hi")
         g_c_lo, g_c_hi = _decoded(c_word, "c_lo"), _decoded(c_word + g_m, "c_hi")
-        g_macs = _decoded(g_m * g_n, "macs")
+        # A multiplier's own output register (a MULT18X18D on the ECP5,
+        # where yosys maps even this small product to one).
+        m.submodules.dec_macs = macs_mult = Multiplier(
+            a_shape=g_m.shape(), b_shape=g_n.shape(), input_registers=False)
+        m.d.comb += [macs_mult.a.eq(g_m), macs_mult.b.eq(g_n)]
+        g_macs = macs_mult.p
         tile_room = Signal()     # a GEMM also needs room to queue its tile for the drain
         bias_loaded = Signal()   # this GEMM's bias is in the bias buffer
         gemm_blocked = feeding | ~tile_room | (g_bias & ~bias_loaded) | (

@@ -36,6 +36,7 @@ from fecaffe_hw.runtime import isa
 
 from .line_buffer import LineBuffer
 from .memory_port import MAX_BURST_WORDS, engine_members
+from .multiplier import Multiplier
 from .pooling import Pooling, PoolingBackward, PoolKind
 
 __all__ = ["PoolGeometry", "PoolEngine", "PoolCommand", "ELEMENT_WIDTH", "MAX_SHIFT"]
@@ -205,7 +206,7 @@ class PoolEngine(wiring.Component):
     Commands go to the port from registers, at most every other cycle.
     Throughput forward: one input pixel per cycle (the line buffer's rate;
     the port delivers two per cycle); latency memory latency plus the line
-    buffer's fill and the pooling core's latency, plus four setup cycles per
+    buffer's fill and the pooling core's latency, plus six setup cycles per
     command, the run starts, the pixel register and three requantising
     stages. Backward, per plane: MAX one gradient per
     cycle, AVE ``kh * kw + 2`` cycles per gradient, then ``H * W + 2`` cycles
@@ -348,23 +349,35 @@ class PoolEngine(wiring.Component):
         # Planes read and written: backward reads the pooled size, writes the full.
         src_plane = Mux(bwd, out_plane, plane)
         dst_plane = Mux(bwd, plane, out_plane)
-        # Four setup cycles (``phase`` one-hot), each with at most one
-        # multiply and one add so the address arithmetic never chains DSPs:
-        # 0: steps (total * plane), n0 * total, cursors load their origins;
-        # 1: runs (channels * plane, sharing the step multipliers), + c0;
-        # 2: the first image's offsets, base * plane; 3: cursors += offsets.
+        # Six setup cycles (``phase`` one-hot). The address arithmetic goes
+        # through free-running two-cycle multipliers (:class:`Multiplier`:
+        # on the ECP5 the MULT18X18D's own registers, so a multiplier placed
+        # far away costs no cycle), operands held still for them:
+        # 0: total into the step multipliers, n0 * total, cursors load their
+        #    origins; 1: channels into them; 2: steps (total * plane) out,
+        #    + c0; 3: runs (channels * plane) out, base into the offset
+        #    multipliers; 5: cursors += the first image's offsets.
         setup = Signal()
-        phase = Signal(4)
+        phase = Signal(6)
         # 16-bit channel counts times the largest plane bound every run and
         # step (the 32-bit address space bounds them too).
         run_bits = min(32, 16 + max(max(g.plane, g.out_plane) for g in geoms).bit_length())
         in_step, out_step = Signal(run_bits), Signal(run_bits)   # total * plane: between images
         in_run, out_run = Signal(run_bits), Signal(run_bits)     # channels * plane: one image
-        factor = Mux(phase[0], cur.total, cur.channels)
-        src_product, dst_product = factor * src_plane, factor * dst_plane
-        with m.If(phase[0]):
+
+        def multiplier(name, a, b):
+            mult = Multiplier(a_shape=a.shape(), b_shape=b.shape())
+            m.submodules[f"{name}_mult"] = mult
+            m.d.comb += [mult.a.eq(a), mult.b.eq(b)]
+            return mult.p
+
+        factor = Signal(16)
+        m.d.comb += factor.eq(Mux(phase[0], cur.total, cur.channels))
+        src_product = multiplier("src_plane", factor, src_plane)
+        dst_product = multiplier("dst_plane", factor, dst_plane)
+        with m.If(phase[2]):
             m.d.sync += [in_step.eq(src_product), out_step.eq(dst_product)]
-        with m.If(phase[1]):
+        with m.If(phase[3]):
             m.d.sync += [in_run.eq(src_product), out_run.eq(dst_product)]
 
         def run_cursor(name, origin, lane_bits):
@@ -712,21 +725,21 @@ class PoolEngine(wiring.Component):
                          wo_left_n.eq(wo_left_n.init), wi_left_n.eq(wi_left_n.init),
                          pending.eq(0), fault.eq(0),
                          o_lane.eq(0), i_lane.eq(0)]
-        # The first image's first plane, (n0 * total + c0) * plane, a stage a cycle.
-        n0_total, base = Signal(32), Signal(32)
-        in_base, out_base = Signal(32), Signal(32)
-        with m.If(phase[0]):
-            m.d.sync += n0_total.eq(cur.n0 * cur.total)
-        with m.If(phase[1]):
-            m.d.sync += base.eq(n0_total + cur.c0)
+        # The first image's first plane, (n0 * total + c0) * plane: the
+        # product of n0 and total (both held since the command) is out in
+        # phase 2, base in 3, its products (base holds) from 5 on.
+        n0_total = multiplier("n0_total", cur.n0, cur.total)
+        base = Signal(32)
         with m.If(phase[2]):
-            m.d.sync += [in_base.eq(base * plane), out_base.eq(base * out_plane)]
+            m.d.sync += base.eq(n0_total + cur.c0)
+        in_base = multiplier("in_base", base, plane)[:32]
+        out_base = multiplier("out_base", base, out_plane)[:32]
         src_base, dst_base = Mux(bwd, out_base, in_base), Mux(bwd, in_base, out_base)
         m.d.comb += [rd_step.eq(Mux(setup, src_base, in_step)),
                      wo_step.eq(Mux(setup, dst_base, out_step)),
                      ir_step.eq(Mux(setup, out_base, in_step)),
                      wi_step.eq(Mux(setup, out_base, out_step))]
-        with m.If(phase[3]):
+        with m.If(phase[5]):
             m.d.sync += [rd_elem.eq(rd_elem + rd_step), wo_elem.eq(wo_elem + wo_step),
                          ir_elem.eq(ir_elem + ir_step), wi_elem.eq(wi_elem + wi_step),
                          up_elem.eq(src_base), ix_elem.eq(out_base),

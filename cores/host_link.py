@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 from .csr_bus import CsrBus
 from .frame_engine import FrameEngine
 from .memory_port import MemoryPort
+from .skid_buffer import SkidBuffer
 from .uart import UartRx, UartTx
 
 __all__ = ["UartHostLink"]
@@ -69,7 +70,11 @@ class UartHostLink(wiring.Component):
             engine.cmd_space.eq(self.cmd_space),
         ]
         wiring.connect(m, uart_rx.data, engine.rx)
-        wiring.connect(m, engine.tx, uart_tx.data)
+        # The transmitter's ready comes from its baud counter; registered
+        # here, it does not run into the frame engine's response logic.
+        m.submodules.tx_skid = tx_skid = SkidBuffer(8)
+        wiring.connect(m, engine.tx, tx_skid.i)
+        wiring.connect(m, tx_skid.o, uart_tx.data)
         wiring.connect(m, wiring.flipped(self.csr), engine.csr)
         wiring.connect(m, wiring.flipped(self.mem), engine.mem)
         wiring.connect(m, wiring.flipped(self.cmd), engine.cmd)

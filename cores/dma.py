@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .memory_port import MAX_BURST_WORDS, MemoryPort
 from .eltwise import shift_saturate, shift_saturate_mask
 from .scratchpad import ScratchpadRead, ScratchpadWrite
+from .skid_buffer import SkidBuffer
 
 __all__ = ["Dma", "DmaCommand", "BUFFER_A", "BUFFER_B", "BUFFER_C", "BUFFER_BIAS"]
 
@@ -313,10 +314,12 @@ class Dma(wiring.Component):
         y_slot = Signal.like(el_slot)
         y_last = Signal()
         pack = Signal(32)
-        w_reg = Signal(32)
-        w_valid = Signal()
-        m.d.comb += [mem.w.valid.eq(w_valid), mem.w.payload.eq(w_reg)]
-        w_free = ~w_valid | mem.w.ready
+        # Finished words leave through a skid buffer: its ready is a
+        # register, so the memory's write ready does not run down the
+        # stages' advance chain into the C block RAM enables.
+        m.submodules.w_skid = w_skid = SkidBuffer(32)
+        wiring.connect(m, w_skid.o, wiring.flipped(mem.w))
+        w_free = w_skid.i.ready
         y_adv = Signal()
         x_adv = Signal()
         move = Signal()                  # P -> Q
@@ -331,8 +334,6 @@ class Dma(wiring.Component):
             self.c_read.addr.eq(word_addr),
             self.c_read.en.eq(issue),
         ]
-        with m.If(mem.w.valid & mem.w.ready):
-            m.d.sync += w_valid.eq(0)
         with m.If(issue):
             m.d.sync += [pend.eq(1), pend_slot.eq(el_slot), pend_last.eq(word_last)]
             for s in range(per_word):
@@ -385,10 +386,9 @@ class Dma(wiring.Component):
             m.d.comb += narrow.eq(shift_saturate(y_sum[s], shift, high_mask, dw))
             m.d.comb += filled.word_select(s, dw).eq(
                 Mux(whole | (y_slot == s), narrow, pack.word_select(s, dw)))
+        m.d.comb += [w_skid.i.valid.eq(y_valid & y_last), w_skid.i.payload.eq(filled)]
         with m.If(y_adv):
             m.d.sync += pack.eq(filled)
-            with m.If(y_last):
-                m.d.sync += [w_reg.eq(filled), w_valid.eq(1)]
 
         # ---- command life cycle -------------------------------------------
         m.d.comb += [self.done.eq(0), self.fault.eq(0)]
@@ -409,7 +409,7 @@ class Dma(wiring.Component):
             with m.Else():
                 m.d.sync += refused.eq(1)
         finished = busy & ~gen_busy & ~cmd_valid & ~el_busy & ~pend & ~q_valid & ~x_valid & ~y_valid \
-            & ~w_valid & ~word_valid & ~load_wr \
+            & ~w_skid.o.valid & ~word_valid & ~load_wr \
             & (answered == issued)
         with m.If(finished):
             m.d.sync += busy.eq(0)

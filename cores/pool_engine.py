@@ -37,6 +37,7 @@ from fecaffe_hw.runtime import isa
 from .line_buffer import LineBuffer
 from .memory_port import MAX_BURST_WORDS, engine_members
 from .multiplier import Multiplier
+from .skid_buffer import SkidBuffer
 from .pooling import Pooling, PoolingBackward, PoolKind
 
 __all__ = ["PoolGeometry", "PoolEngine", "PoolCommand", "ELEMENT_WIDTH", "MAX_SHIFT"]
@@ -207,8 +208,8 @@ class PoolEngine(wiring.Component):
     Throughput forward: one input pixel per cycle (the line buffer's rate;
     the port delivers two per cycle); latency memory latency plus the line
     buffer's fill and the pooling core's latency, plus six setup cycles per
-    command, the run starts, the pixel register and three requantising
-    stages. Backward, per plane: MAX one gradient per
+    command, the run starts, the pixel register, a skid buffer and three
+    requantising stages. Backward, per plane: MAX one gradient per
     cycle, AVE ``kh * kw + 2`` cycles per gradient, then ``H * W + 2`` cycles
     to stream the plane out (the next plane's gradients wait meanwhile).
 
@@ -680,6 +681,16 @@ class PoolEngine(wiring.Component):
         cur_scale, cur_left = _requantise_scale(cur.shift)
         with m.If(phase[0]):
             m.d.sync += [scale.eq(cur_scale), left.eq(cur_left)]
+        # The cores' results enter through a skid buffer: the stages' advance
+        # (the output FIFOs' room) reaches no core, line buffer or their
+        # counters, placed wherever the geometries' logic is.
+        result_skid = m.submodules.result_skid = SkidBuffer(data.StructLayout({
+            "value": result.payload.shape(), "index": 8}))
+        m.d.comb += [result_skid.i.valid.eq(result.valid),
+                     result_skid.i.payload.value.eq(result.payload),
+                     result_skid.i.payload.index.eq(index),
+                     result.ready.eq(result_skid.i.ready)]
+        entering = result_skid.o
         pooled = Signal.like(result.payload)
         product = Signal(_product_shape(result.payload))
         value = Signal(signed(ew))
@@ -687,9 +698,10 @@ class PoolEngine(wiring.Component):
         q_valid0, q_valid1, q_valid2 = Signal(), Signal(), Signal()
         q_ready = out_fifo.w_rdy & (~cur.write_index | idx_fifo.w_rdy)
         q_advance = ~q_valid2 | q_ready
-        m.d.comb += result.ready.eq(q_advance)
+        m.d.comb += entering.ready.eq(q_advance)
         with m.If(q_advance):
-            m.d.sync += [q_valid0.eq(result.valid), pooled.eq(result.payload), index0.eq(index),
+            m.d.sync += [q_valid0.eq(entering.valid), pooled.eq(entering.payload.value),
+                         index0.eq(entering.payload.index),
                          q_valid1.eq(q_valid0), product.eq(pooled * scale),
                          index1.eq(index0),
                          q_valid2.eq(q_valid1), value.eq(_requantise_product(product, left)),

@@ -15,6 +15,7 @@ from fecaffe_hw.runtime import isa
 from .dma import BUFFER_A, BUFFER_B, BUFFER_C
 from .eltwise import saturate, shift_saturate, shift_saturate_mask
 from .memory_port import engine_members
+from .multiplier import Multiplier
 from .scratchpad import ScratchpadRead, ScratchpadWrite
 from .skid_buffer import SkidBuffer
 
@@ -168,18 +169,33 @@ class FmapDma(wiring.Component):
         patch_rows, positions = products
         return self._legal(cmd, Mux(fmap, g.out_channels, patch_rows), positions)
 
+    #: Cycles from a change of the geometry to :meth:`geometry_products`.
+    GEOMETRY_PRODUCTS_LATENCY = 5
+
     @staticmethod
     def geometry_products(m, geometry):
         """``(C * KH * KW, N * OH * OW)`` of a :data:`ConvGeometryLayout`
-        signal, one multiplier per stage: they follow a change of
-        ``geometry`` two cycles later."""
-        inner = [Signal(32, name="kernel_area"), Signal(32, name="out_area")]
-        outer = [Signal(48, name="patch_rows"), Signal(48, name="positions")]
-        m.d.sync += [inner[0].eq(geometry.kernel_h * geometry.kernel_w),
-                     inner[1].eq(geometry.out_h * geometry.out_w),
-                     outer[0].eq(geometry.channels * inner[0]),
-                     outer[1].eq(geometry.images * inner[1])]
-        return tuple(outer)
+        signal, through :class:`Multiplier` s (on the ECP5 the MULT18X18D's
+        own registers: a multiplier the array left over may sit across the
+        die): they follow a change of ``geometry``
+        :attr:`GEOMETRY_PRODUCTS_LATENCY` cycles later. ``N * OH * OW`` is
+        two 16 x 16 products of ``OH * OW``'s halves, added in a register."""
+        def product(name, a, b):
+            mult = m.submodules[f"geometry_{name}"] = Multiplier(a_shape=a.shape(),
+                                                                 b_shape=b.shape())
+            m.d.comb += [mult.a.eq(a), mult.b.eq(b)]
+            return mult.p
+
+        g = geometry
+        kernel_area = product("kernel_area", g.kernel_h, g.kernel_w)            # 2 cycles
+        out_area = product("out_area", g.out_h, g.out_w)
+        patch_rows = product("patch_rows", g.channels, kernel_area)             # 4
+        positions_lo = product("positions_lo", g.images, out_area[:16])
+        positions_hi = product("positions_hi", g.images, out_area[16:])
+        delayed = [Signal(48, name="patch_rows"), Signal(48, name="positions")]
+        m.d.sync += [delayed[0].eq(patch_rows),                                 # 5
+                     delayed[1].eq(positions_lo + (positions_hi << 16))]
+        return tuple(delayed)
 
     @staticmethod
     def _at_most(a, b):

@@ -617,10 +617,10 @@ class Sequencer(wiring.Component):
                          == 0) & one_kind & Mux(
             is_store, ~im2col & ~fmap_transpose_b & (func == BUFFER_C),
             ~col2im & (func != BUFFER_C) & (~fmap_transpose_b | (im2col & (func == BUFFER_B))))
-        # The geometry's products are registered (two chained multipliers
-        # do not fit the decode cycle); they settle two cycles after a
-        # SET_GEOMETRY, before the next command has been fetched.
-        assert isa.WORDS_PER_COMMAND >= 2
+        # The geometry's products are pipelined (FmapDma.geometry_products);
+        # they settle a few cycles after a SET_GEOMETRY, before the next
+        # command has been fetched (a word a cycle at most).
+        assert isa.WORDS_PER_COMMAND >= FmapDma.GEOMETRY_PRODUCTS_LATENCY
         products = (FmapDma.geometry_products(m, conv_geom) if self._fmap is not None
                     else None)
         fmap_ok = (fmap.legal(fmap_cmd, products=products) & offset_ok & fmap_flags_ok

@@ -443,3 +443,33 @@ def test_fmap_dma_parameters(kwargs, message):
     params.update(kwargs)
     with pytest.raises(ValueError, match=message):
         FmapDma(**params)
+
+
+def test_geometry_products_settle_after_their_latency():
+    # C * KH * KW and N * OH * OW at the fields' extremes (N * OH * OW needs
+    # 48 bits), valid GEOMETRY_PRODUCTS_LATENCY cycles after the geometry
+    # changes and not before.
+    from fecaffe_hw.cores.fmap_dma import ConvGeometryLayout
+    geometry = Signal(ConvGeometryLayout)
+    m = Module()
+    products = FmapDma.geometry_products(m, geometry)
+    latency = FmapDma.GEOMETRY_PRODUCTS_LATENCY
+    cases = [dict(channels=65535, kernel_h=255, kernel_w=255, images=65535, out_h=65535,
+                  out_w=65535),
+             dict(channels=3, kernel_h=5, kernel_w=5, images=2, out_h=24, out_w=24),
+             dict(channels=1, kernel_h=1, kernel_w=1, images=1, out_h=1, out_w=65535)]
+
+    async def check(ctx):
+        for i, case in enumerate(cases):
+            for name, value in case.items():
+                ctx.set(getattr(geometry, name), value)
+            want = (case["channels"] * case["kernel_h"] * case["kernel_w"],
+                    case["images"] * case["out_h"] * case["out_w"])
+            await ctx.tick().repeat(latency - 1)
+            if i:
+                # A cycle early C * KH * KW still has the old kernel area.
+                assert ctx.get(products[0]) != want[0], case
+            await ctx.tick()
+            assert (ctx.get(products[0]), ctx.get(products[1])) == want, case
+
+    simulate(m, check, name="fmap_geometry_products")

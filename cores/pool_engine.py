@@ -207,7 +207,7 @@ class PoolEngine(wiring.Component):
     Commands go to the port from registers, at most every other cycle.
     Throughput forward: one input pixel per cycle (the line buffer's rate;
     the port delivers two per cycle); latency memory latency plus the line
-    buffer's fill and the pooling core's latency, plus six setup cycles per
+    buffer's fill and the pooling core's latency, plus seven setup cycles per
     command, the run starts, the pixel register, a skid buffer and three
     requantising stages. Backward, per plane: MAX one gradient per
     cycle, AVE ``kh * kw + 2`` cycles per gradient, then ``H * W + 2`` cycles
@@ -350,16 +350,17 @@ class PoolEngine(wiring.Component):
         # Planes read and written: backward reads the pooled size, writes the full.
         src_plane = Mux(bwd, out_plane, plane)
         dst_plane = Mux(bwd, plane, out_plane)
-        # Six setup cycles (``phase`` one-hot). The address arithmetic goes
+        # Seven setup cycles (``phase`` one-hot). The address arithmetic goes
         # through free-running two-cycle multipliers (:class:`Multiplier`:
         # on the ECP5 the MULT18X18D's own registers, so a multiplier placed
         # far away costs no cycle), operands held still for them:
         # 0: total into the step multipliers, n0 * total, cursors load their
         #    origins; 1: channels into them; 2: steps (total * plane) out,
         #    + c0; 3: runs (channels * plane) out, base into the offset
-        #    multipliers; 5: cursors += the first image's offsets.
+        #    multipliers; 5: their halves' products out, summed; 6: cursors
+        #    += the first image's offsets.
         setup = Signal()
-        phase = Signal(6)
+        phase = Signal(7)
         # 16-bit channel counts times the largest plane bound every run and
         # step (the 32-bit address space bounds them too).
         run_bits = min(32, 16 + max(max(g.plane, g.out_plane) for g in geoms).bit_length())
@@ -739,19 +740,29 @@ class PoolEngine(wiring.Component):
                          o_lane.eq(0), i_lane.eq(0)]
         # The first image's first plane, (n0 * total + c0) * plane: the
         # product of n0 and total (both held since the command) is out in
-        # phase 2, base in 3, its products (base holds) from 5 on.
+        # phase 2, base in 3, its products (base holds) from 6 on.
         n0_total = multiplier("n0_total", cur.n0, cur.total)
         base = Signal(32)
         with m.If(phase[2]):
             m.d.sync += base.eq(n0_total + cur.c0)
-        in_base = multiplier("in_base", base, plane)[:32]
-        out_base = multiplier("out_base", base, out_plane)[:32]
+
+        def base_times(name, plane):
+            # Two 16 x 16 products of base's halves (a 32-bit operand would
+            # be two combinational multipliers and an adder), summed in a
+            # register: valid from phase 6 on.
+            lo = multiplier(f"{name}_lo", base[:16], plane)
+            hi = multiplier(f"{name}_hi", base[16:], plane)
+            total = Signal(32, name=name)
+            m.d.sync += total.eq(lo + (hi << 16))
+            return total
+        in_base = base_times("in_base", plane)
+        out_base = base_times("out_base", out_plane)
         src_base, dst_base = Mux(bwd, out_base, in_base), Mux(bwd, in_base, out_base)
         m.d.comb += [rd_step.eq(Mux(setup, src_base, in_step)),
                      wo_step.eq(Mux(setup, dst_base, out_step)),
                      ir_step.eq(Mux(setup, out_base, in_step)),
                      wi_step.eq(Mux(setup, out_base, out_step))]
-        with m.If(phase[5]):
+        with m.If(phase[6]):
             m.d.sync += [rd_elem.eq(rd_elem + rd_step), wo_elem.eq(wo_elem + wo_step),
                          ir_elem.eq(ir_elem + ir_step), wi_elem.eq(wi_elem + wi_step),
                          up_elem.eq(src_base), ix_elem.eq(out_base),

@@ -208,8 +208,11 @@ class SystolicArray(wiring.Component):
             column_valid.append(bus_valid)
         row_valid = column_valid[cols - 1]
 
-        # Asynchronous read (distributed RAM): a row is offered the cycle
-        # after it is written, as with the shallow FIFO this replaced.
+        # Asynchronous read: a row is offered the cycle after it is written,
+        # as with the shallow FIFO this replaced. On xc7 it is distributed
+        # RAM; yosys may put it in block RAM (the whole-chip ECP5 build
+        # does), moving the read address register into the RAM's output
+        # register: the same behaviour, a slower clock-to-out.
         m.submodules.out_fifo = out_fifo = fifo.SyncFIFO(width=cols * aw, depth=depth)
         m.d.comb += [
             out_fifo.w_data.eq(Cat(column)),

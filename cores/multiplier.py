@@ -1,6 +1,7 @@
 """A registered multiplier that uses the FPGA's own DSP registers where it can."""
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Shape, Signal, signed
+from amaranth.hdl import (Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Shape,
+                          Signal, signed)
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,8 +25,8 @@ def constant_product(value, constant):
     yosys maps any ``$mul`` of two operands of 2 bits or more to an ECP5
     MULT18X18D; once the array has taken nearly all of them, a small one goes
     wherever one is left, often across the die. This adder tree places
-    beside its operand. The result is ``len(value) + constant.bit_length()``
-    bits, unsigned."""
+    beside its operand. The result is ``len(value) + max(1,
+    constant.bit_length())`` bits, unsigned."""
     if not isinstance(constant, int) or constant < 0:
         raise ValueError(f"Constant must be a non-negative integer, not {constant!r}")
     width = len(value) + max(constant.bit_length(), 1)
@@ -91,8 +92,10 @@ class Multiplier(wiring.Component):
         for name, shape in (("a_shape", a_shape), ("b_shape", b_shape)):
             if shape.width < 1:
                 raise ValueError(f"Multiplier {name} must be at least 1 bit wide, not {shape!r}")
+        if not isinstance(input_registers, bool):
+            raise TypeError(f"input_registers must be a bool, not {input_registers!r}")
         self._a_shape, self._b_shape = a_shape, b_shape
-        self._input_registers = bool(input_registers)
+        self._input_registers = input_registers
         product = Shape(a_shape.width + b_shape.width, a_shape.signed or b_shape.signed)
         super().__init__({
             "a": In(a_shape),
@@ -171,7 +174,9 @@ class Mult18x18d(wiring.Component):
     """
 
     def __init__(self, *, input_registers=True):
-        self._input_registers = bool(input_registers)
+        if not isinstance(input_registers, bool):
+            raise TypeError(f"input_registers must be a bool, not {input_registers!r}")
+        self._input_registers = input_registers
         super().__init__({
             "a": In(signed(18)),
             "b": In(signed(18)),

@@ -91,9 +91,13 @@ def test_model_matches_numpy_on_extremes(input_registers):
     _check_products(dut, name=f"mult18x18d_model_{dut.latency}", seed=1)
 
 
-def test_rejects_empty_operand():
+def test_rejects_bad_parameters():
     with pytest.raises(ValueError, match="a_shape must be at least 1 bit"):
         Multiplier(a_shape=unsigned(0), b_shape=signed(8))
+    with pytest.raises(TypeError, match="input_registers must be a bool, not 1"):
+        Multiplier(a_shape=unsigned(4), b_shape=signed(8), input_registers=1)
+    with pytest.raises(TypeError, match="input_registers must be a bool, not 'no'"):
+        Mult18x18d(input_registers="no")
 
 
 @pytest.mark.parametrize("input_registers", [True, False])

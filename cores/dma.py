@@ -413,9 +413,15 @@ class Dma(wiring.Component):
                 m.d.sync += [busy.eq(1), gen_busy.eq(1), el_busy.eq(1)]
             with m.Else():
                 m.d.sync += refused.eq(1)
-        finished = busy & ~gen_busy & ~cmd_valid & ~el_busy & ~pend & ~q_valid & ~x_valid & ~y_valid \
-            & ~w_skid.o.valid & ~word_valid & ~load_wr \
-            & (answered == issued)
+        # Registered: the test spans every stage's valid bit, stages placed
+        # beside different block RAMs, and at 10x11 on ECP5 ran on into
+        # busy and the counters' enables. Once true it stays true (nothing
+        # is left to move), so acting a cycle later is safe; ``~finished``
+        # in its own input keeps ``done`` to one pulse.
+        finished = Signal()
+        m.d.sync += finished.eq(
+            busy & ~gen_busy & ~cmd_valid & ~el_busy & ~pend & ~q_valid & ~x_valid & ~y_valid
+            & ~w_skid.o.valid & ~word_valid & ~load_wr & (answered == issued) & ~finished)
         with m.If(finished):
             m.d.sync += busy.eq(0)
             m.d.comb += [self.done.eq(1), self.fault.eq(fault)]

@@ -15,7 +15,7 @@ from fecaffe_hw.runtime import isa
 from .dma import BUFFER_A, BUFFER_B, BUFFER_C
 from .eltwise import saturate, shift_saturate, shift_saturate_mask
 from .memory_port import engine_members
-from .multiplier import Multiplier
+from .multiplier import registered_product
 from .scratchpad import ScratchpadRead, ScratchpadWrite
 from .skid_buffer import SkidBuffer
 
@@ -179,23 +179,15 @@ class FmapDma(wiring.Component):
         own registers: a multiplier the array left over may sit across the
         die): they follow a change of ``geometry``
         :attr:`GEOMETRY_PRODUCTS_LATENCY` cycles later. ``N * OH * OW`` is
-        two 16 x 16 products of ``OH * OW``'s halves, added in a register."""
-        def product(name, a, b):
-            mult = m.submodules[f"geometry_{name}"] = Multiplier(a_shape=a.shape(),
-                                                                 b_shape=b.shape())
-            m.d.comb += [mult.a.eq(a), mult.b.eq(b)]
-            return mult.p
-
+        a 32 x 16 product (a :class:`Multiplier` in slices, one cycle more)."""
         g = geometry
-        kernel_area = product("kernel_area", g.kernel_h, g.kernel_w)            # 2 cycles
-        out_area = product("out_area", g.out_h, g.out_w)
-        patch_rows = product("patch_rows", g.channels, kernel_area)             # 4
-        positions_lo = product("positions_lo", g.images, out_area[:16])
-        positions_hi = product("positions_hi", g.images, out_area[16:])
-        delayed = [Signal(48, name="patch_rows"), Signal(48, name="positions")]
-        m.d.sync += [delayed[0].eq(patch_rows),                                 # 5
-                     delayed[1].eq(positions_lo + (positions_hi << 16))]
-        return tuple(delayed)
+        kernel_area = registered_product(m, "geometry_kernel_area", g.kernel_h, g.kernel_w)  # 2
+        out_area = registered_product(m, "geometry_out_area", g.out_h, g.out_w)
+        patch_rows = registered_product(m, "geometry_patch_rows", g.channels, kernel_area)  # 4
+        positions = registered_product(m, "geometry_positions", g.images, out_area)        # 5
+        delayed = Signal(48, name="patch_rows")
+        m.d.sync += delayed.eq(patch_rows)                                      # 5
+        return delayed, positions
 
     @staticmethod
     def _at_most(a, b):

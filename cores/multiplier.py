@@ -5,7 +5,29 @@ from amaranth.hdl import (Cat, ClockSignal, Const, Instance, Module, Mux, ResetS
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Multiplier", "Mult18x18d", "constant_product", "small_product"]
+__all__ = ["Multiplier", "Mult18x18d", "registered_product", "constant_product", "small_product"]
+
+# The MULT18X18D's ports are signed 18-bit: an unsigned operand fits in 17 bits.
+_PORT_BITS = 18
+
+
+def _fits_port(shape):
+    return shape.width <= _PORT_BITS - (not shape.signed)
+
+
+def _pieces(shape):
+    """``(offset, shape)`` of the slices of an operand of ``shape`` that each
+    fit a MULT18X18D port: unsigned 17-bit slices from the bottom, the top
+    slice keeping the operand's signedness (two's complement: only the top
+    slice carries the sign)."""
+    if _fits_port(shape):
+        return [(0, shape)]
+    pieces, offset = [], 0
+    while not _fits_port(Shape(shape.width - offset, shape.signed)):
+        pieces.append((offset, Shape(_PORT_BITS - 1)))
+        offset += _PORT_BITS - 1
+    pieces.append((offset, Shape(shape.width - offset, shape.signed)))
+    return pieces
 
 
 def _balanced_sum(terms):
@@ -73,6 +95,14 @@ class Multiplier(wiring.Component):
     that are registers already), one product per cycle. The registers reset
     to zero with the ``sync`` domain.
 
+    An operand wider than a MULT18X18D port (18 bits signed, 17 unsigned) is
+    cut into slices that fit (:meth:`fits_mult18x18d` is false): one
+    multiplier per pair of slices, their products shifted into place and
+    summed in a register, one more cycle of latency, on every platform
+    alike so that latency depends on the shapes only. A 32 x 16 product is
+    two multipliers and an adder between registers, instead of a
+    combinational multiply spread over two DSPs.
+
     Why a component: the registers around a multiplier are where timing is
     won or lost once the array fills the device. Xilinx tools pack fabric
     registers into DSP48E1s (AREG/BREG, MREG) by themselves; yosys does not
@@ -117,16 +147,29 @@ class Multiplier(wiring.Component):
 
     @property
     def latency(self):
-        return 2 if self._input_registers else 1
+        return (2 if self._input_registers else 1) + (not self.fits_mult18x18d())
 
     def fits_mult18x18d(self):
-        """Whether both operands fit an ECP5 MULT18X18D's 18-bit ports."""
-        return all(shape.width <= 18 - (not shape.signed)
-                   for shape in (self._a_shape, self._b_shape))
+        """Whether both operands fit an ECP5 MULT18X18D's 18-bit ports (else
+        they are cut into slices that do; see above)."""
+        return _fits_port(self._a_shape) and _fits_port(self._b_shape)
 
     def elaborate(self, platform):
         m = Module()
-        if getattr(platform, "family", None) == "ecp5" and self.fits_mult18x18d():
+        if not self.fits_mult18x18d():
+            terms = []
+            for a_offset, a_shape in _pieces(self._a_shape):
+                for b_offset, b_shape in _pieces(self._b_shape):
+                    part = Multiplier(a_shape=a_shape, b_shape=b_shape,
+                                      input_registers=self._input_registers)
+                    m.submodules[f"part_{a_offset}_{b_offset}"] = part
+                    m.d.comb += [
+                        part.a.eq(self.a[a_offset:a_offset + a_shape.width]),
+                        part.b.eq(self.b[b_offset:b_offset + b_shape.width]),
+                    ]
+                    terms.append(part.p << (a_offset + b_offset))
+            m.d.sync += self.p.eq(_balanced_sum(terms))
+        elif getattr(platform, "family", None) == "ecp5":
             m.submodules.dsp = dsp = Mult18x18d(input_registers=self._input_registers)
             # Both ports sign-extended: an unsigned operand is at most 17 bits
             # here, so it stays non-negative as a signed 18-bit value.
@@ -146,6 +189,17 @@ class Multiplier(wiring.Component):
         else:
             m.d.sync += self.p.eq(self.a * self.b)
         return m
+
+
+def registered_product(m, name, a, b, *, input_registers=True):
+    """``a * b`` through a :class:`Multiplier` added to ``m`` as submodule
+    ``name``, its operands wired from ``a`` and ``b``; returns its product
+    (``Multiplier(a_shape=a.shape(), b_shape=b.shape()).latency`` cycles
+    late)."""
+    mult = Multiplier(a_shape=a.shape(), b_shape=b.shape(), input_registers=input_registers)
+    m.submodules[name] = mult
+    m.d.comb += [mult.a.eq(a), mult.b.eq(b)]
+    return mult.p
 
 
 class Mult18x18d(wiring.Component):

@@ -36,7 +36,7 @@ from fecaffe_hw.runtime import isa
 
 from .line_buffer import LineBuffer
 from .memory_port import MAX_BURST_WORDS, engine_members
-from .multiplier import Multiplier
+from .multiplier import registered_product
 from .skid_buffer import SkidBuffer
 from .pooling import Pooling, PoolingBackward, PoolKind
 
@@ -367,16 +367,10 @@ class PoolEngine(wiring.Component):
         in_step, out_step = Signal(run_bits), Signal(run_bits)   # total * plane: between images
         in_run, out_run = Signal(run_bits), Signal(run_bits)     # channels * plane: one image
 
-        def multiplier(name, a, b):
-            mult = Multiplier(a_shape=a.shape(), b_shape=b.shape())
-            m.submodules[f"{name}_mult"] = mult
-            m.d.comb += [mult.a.eq(a), mult.b.eq(b)]
-            return mult.p
-
         factor = Signal(16)
         m.d.comb += factor.eq(Mux(phase[0], cur.total, cur.channels))
-        src_product = multiplier("src_plane", factor, src_plane)
-        dst_product = multiplier("dst_plane", factor, dst_plane)
+        src_product = registered_product(m, "src_plane_mult", factor, src_plane)
+        dst_product = registered_product(m, "dst_plane_mult", factor, dst_plane)
         with m.If(phase[2]):
             m.d.sync += [in_step.eq(src_product), out_step.eq(dst_product)]
         with m.If(phase[3]):
@@ -741,22 +735,14 @@ class PoolEngine(wiring.Component):
         # The first image's first plane, (n0 * total + c0) * plane: the
         # product of n0 and total (both held since the command) is out in
         # phase 2, base in 3, its products (base holds) from 6 on.
-        n0_total = multiplier("n0_total", cur.n0, cur.total)
+        n0_total = registered_product(m, "n0_total_mult", cur.n0, cur.total)
         base = Signal(32)
         with m.If(phase[2]):
             m.d.sync += base.eq(n0_total + cur.c0)
-
-        def base_times(name, plane):
-            # Two 16 x 16 products of base's halves (a 32-bit operand would
-            # be two combinational multipliers and an adder), summed in a
-            # register: valid from phase 6 on.
-            lo = multiplier(f"{name}_lo", base[:16], plane)
-            hi = multiplier(f"{name}_hi", base[16:], plane)
-            total = Signal(32, name=name)
-            m.d.sync += total.eq(lo + (hi << 16))
-            return total
-        in_base = base_times("in_base", plane)
-        out_base = base_times("out_base", out_plane)
+        # base is 32 bits: a Multiplier in slices, its products summed in a
+        # register, valid from phase 6 on. Addresses are 32 bits.
+        in_base = registered_product(m, "in_base_mult", base, plane)[:32]
+        out_base = registered_product(m, "out_base_mult", base, out_plane)[:32]
         src_base, dst_base = Mux(bwd, out_base, in_base), Mux(bwd, in_base, out_base)
         m.d.comb += [rd_step.eq(Mux(setup, src_base, in_step)),
                      wo_step.eq(Mux(setup, dst_base, out_step)),

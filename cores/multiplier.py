@@ -5,7 +5,7 @@ from amaranth.hdl import (Cat, ClockSignal, Const, Instance, Module, Mux, ResetS
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Multiplier", "Mult18x18d", "registered_product", "constant_product", "small_product"]
+__all__ = ["Multiplier", "Mult18x18d", "product_latency", "registered_product", "constant_product", "small_product"]
 
 # The MULT18X18D's ports are signed 18-bit: an unsigned operand fits in 17 bits.
 _PORT_BITS = 18
@@ -147,7 +147,8 @@ class Multiplier(wiring.Component):
 
     @property
     def latency(self):
-        return (2 if self._input_registers else 1) + (not self.fits_mult18x18d())
+        return product_latency(self._a_shape, self._b_shape,
+                               input_registers=self._input_registers)
 
     def fits_mult18x18d(self):
         """Whether both operands fit an ECP5 MULT18X18D's 18-bit ports (else
@@ -189,6 +190,13 @@ class Multiplier(wiring.Component):
         else:
             m.d.sync += self.p.eq(self.a * self.b)
         return m
+
+
+def product_latency(a_shape, b_shape, *, input_registers=True):
+    """The :attr:`Multiplier.latency` of a multiplier of these shapes, without making one."""
+    a_shape, b_shape = Shape.cast(a_shape), Shape.cast(b_shape)
+    split = not (_fits_port(a_shape) and _fits_port(b_shape))
+    return (2 if input_registers else 1) + split
 
 
 def registered_product(m, name, a, b, *, input_registers=True):

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from support import Stalls, simulate, stream_get, stream_put
 
 
-from fecaffe_hw.cores.eltwise import TABLE_OPS, TABLES, Eltwise
+from fecaffe_hw.cores.eltwise import TABLE_OPS, TABLES, Eltwise, derivative_shape
 from fecaffe_hw.fixedpoint.activation import EltwiseOp, eltwise
 from fecaffe_hw.fixedpoint.format import Format
 
@@ -118,8 +118,25 @@ def test_random_formats_and_ops(seed, lanes, in_bits, in_frac, out_bits, out_fra
     _run(dut, ops, slopes, x, aux, index, biases, rng, "eltwise_random", stall=0.4)
 
 
+@pytest.mark.parametrize("bits", [2, 3, 5, 8, 12])
+def test_derivative_shape_holds_every_derivative_and_no_more(bits):
+    """Every aux of the format, every frac: the rounded derivatives fit the
+    shape, and at least one needs its top bit (the bound is tight)."""
+    for frac in range(bits + 3):
+        fmt = Format(bits, frac)
+        aux = np.arange(fmt.min_int, fmt.max_int + 1, dtype=np.int64)
+        one = 1 << frac
+        derivs = np.concatenate([aux * (one - aux), one * one - aux * aux])
+        # Round half to even by ``frac``, as the core does.
+        rounded = [(int(v) + (one >> 1) - 1 + ((int(v) >> frac) & 1)) >> frac if frac else int(v)
+                   for v in derivs]
+        width = derivative_shape(fmt).width
+        assert -(1 << (width - 1)) <= min(rounded) and max(rounded) < 1 << (width - 1), fmt
+        assert max(max(rounded), -min(rounded) - 1) >= 1 << (width - 2), fmt
+
+
 def test_full_throughput():
-    """Without stalls one beat leaves per cycle after the 5-cycle latency."""
+    """Without stalls one beat leaves per cycle after the core's latency."""
     dut = Eltwise(in_fmt=Format(16, 8), out_fmt=Format(8, 4))
     n = 20
     times = []

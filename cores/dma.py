@@ -2,12 +2,12 @@
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .memory_port import MAX_BURST_WORDS, MemoryPort
 from .eltwise import shift_saturate, shift_saturate_mask
 from .scratchpad import ScratchpadRead, ScratchpadWrite
-from .skid_buffer import SkidBuffer
 
 __all__ = ["Dma", "DmaCommand", "BUFFER_A", "BUFFER_B", "BUFFER_C", "BUFFER_BIAS"]
 
@@ -81,8 +81,15 @@ class Dma(wiring.Component):
     ``done`` two cycles after it is taken. Loaded elements reach the buffer
     a cycle after their word arrives; stored elements pass five register
     stages (C read, the C word registered, lane select, rounding add, shift
-    and pack) before their memory word is offered.
+    and pack) and a queue of :attr:`STORE_WORDS_QUEUED` words (two cycles)
+    before their memory word is offered; the store pipeline never stalls,
+    the queue's credits pace it.
     """
+
+    #: Finished store words the DMA holds for the memory port: enough for
+    #: every word in flight through the five stages and the queue's own two
+    #: cycles, so a ready memory takes a word per cycle.
+    STORE_WORDS_QUEUED = 8
 
     def __init__(self, *, rows, cols, data_width, acc_width, a_depth, b_depth, c_depth,
                  bias_depth=2):
@@ -284,14 +291,18 @@ class Dma(wiring.Component):
             m.d.sync += port.en.eq(Cat(enables))
 
         # ---- store: read C, requantise, pack words -------------------------
-        # A five-stage pipeline, each stage advancing when the next has room:
-        # P (the C word read is on c_read.data) -> Q (the word, registered)
-        # -> X (the word's elements,
+        # A five-stage pipeline that never stalls: P (the C word read is on
+        # c_read.data) -> Q (the word, registered) -> X (the word's elements,
         # selected from their lanes) -> Y (element + rounding bias) -> pack
-        # (shifted, saturated, merged into the memory word). The stages keep
-        # the lane selection, the rounding add and the variable shift on
-        # separate clock edges; lanes are picked by one-hot masks formed at
-        # issue, so no lane index is multiplied into a bit offset.
+        # (shifted, saturated, merged into the memory word). Finished words
+        # queue in a FIFO, and an element is issued only while the words
+        # already reserved leave room there (credits): the memory's write
+        # ready reaches the FIFO's read side only, not a chain of stage
+        # enables into the C block RAMs (at 10x11 on ECP5 that chain, stages
+        # placed beside different C RAMs, was 16-18 ns placed). The stages
+        # keep the lane selection, the rounding add and the variable shift
+        # on separate clock edges; lanes are picked by one-hot masks formed
+        # at issue, so no lane index is multiplied into a bit offset.
         storing = busy & cur.store
         pend = Signal()                  # a read was issued; its data is on c_read.data
         pend_pick = [Signal(self.cols, name=f"pend_pick{s}") for s in range(per_word)]
@@ -314,50 +325,37 @@ class Dma(wiring.Component):
         y_slot = Signal.like(el_slot)
         y_last = Signal()
         pack = Signal(32)
-        # Finished words leave through a skid buffer: its ready is a
-        # register, so the memory's write ready does not run down the
-        # stages' advance chain into the C block RAM enables.
-        m.submodules.w_skid = w_skid = SkidBuffer(32)
-        wiring.connect(m, w_skid.o, wiring.flipped(mem.w))
-        w_free = w_skid.i.ready
-        y_adv = Signal()
-        x_adv = Signal()
-        move = Signal()                  # P -> Q
-        capture = Signal()               # Q -> X
+        m.submodules.w_fifo = w_fifo = SyncFIFOBuffered(width=32, depth=self.STORE_WORDS_QUEUED)
+        m.d.comb += [mem.w.valid.eq(w_fifo.r_rdy), mem.w.payload.eq(w_fifo.r_data),
+                     w_fifo.r_en.eq(mem.w.ready)]
+        w_word = mem.w.valid & mem.w.ready
+        reserved = Signal(range(self.STORE_WORDS_QUEUED + 1))
+        room = Signal(init=1)
         issue = Signal()
+        next_reserved = reserved + (issue & word_last) - w_word
+        m.d.sync += [reserved.eq(next_reserved),
+                     room.eq(next_reserved < self.STORE_WORDS_QUEUED)]
         m.d.comb += [
-            y_adv.eq(y_valid & (~y_last | w_free)),
-            x_adv.eq(x_valid & (~y_valid | y_adv)),
-            capture.eq(q_valid & (~x_valid | x_adv)),
-            move.eq(pend & (~q_valid | capture)),
-            issue.eq(storing & el_busy & (~pend | move)),
+            issue.eq(storing & el_busy & room),
             self.c_read.addr.eq(word_addr),
             self.c_read.en.eq(issue),
         ]
+        m.d.sync += [pend.eq(issue), q_valid.eq(pend), x_valid.eq(q_valid), y_valid.eq(x_valid)]
         with m.If(issue):
-            m.d.sync += [pend.eq(1), pend_slot.eq(el_slot), pend_last.eq(word_last)]
+            m.d.sync += [pend_slot.eq(el_slot), pend_last.eq(word_last)]
             for s in range(per_word):
                 # Untransposed, slot s of a whole word is lane el_col + s.
                 target = Mux(whole, lane + s, lane)
                 m.d.sync += pend_pick[s].eq(Cat(target == j for j in range(self.cols)))
             step_element()
-        with m.Elif(move):
-            m.d.sync += pend.eq(0)
 
-        with m.If(move):
-            m.d.sync += [q_valid.eq(1), q_word.eq(self.c_read.data), q_slot.eq(pend_slot),
-                         q_last.eq(pend_last)]
-            m.d.sync += [q_pick[s].eq(pend_pick[s]) for s in range(per_word)]
-        with m.Elif(capture):
-            m.d.sync += q_valid.eq(0)
+        m.d.sync += [q_word.eq(self.c_read.data), q_slot.eq(pend_slot), q_last.eq(pend_last)]
+        m.d.sync += [q_pick[s].eq(pend_pick[s]) for s in range(per_word)]
 
-        with m.If(capture):
-            m.d.sync += [x_valid.eq(1), x_slot.eq(q_slot), x_last.eq(q_last)]
-            for s in range(per_word):
-                picked = [Mux(q_pick[s][j], q_word[j], 0) for j in range(self.cols)]
-                m.d.sync += x_ext[s].eq(_or_tree(picked))
-        with m.Elif(x_adv):
-            m.d.sync += x_valid.eq(0)
+        m.d.sync += [x_slot.eq(q_slot), x_last.eq(q_last)]
+        for s in range(per_word):
+            picked = [Mux(q_pick[s][j], q_word[j], 0) for j in range(self.cols)]
+            m.d.sync += x_ext[s].eq(_or_tree(picked))
 
         shift = cur.shift[:max(1, (aw - 1).bit_length())]
         # Round half to even: add half - 1 plus the lsb that is kept. Both
@@ -372,13 +370,10 @@ class Dma(wiring.Component):
             round_base.eq(Mux(shift == 0, 0, ((Const(1, aw + 2) << shift) >> 1) - 1)),
             keep_mask.eq(Mux(shift == 0, 0, Const(1, aw) << shift)),
         ]
-        with m.If(x_adv):
-            m.d.sync += [y_valid.eq(1), y_slot.eq(x_slot), y_last.eq(x_last)]
-            for s in range(per_word):
-                kept = (x_ext[s].as_unsigned() & keep_mask).any()
-                m.d.sync += y_sum[s].eq(x_ext[s] + round_base + kept)
-        with m.Elif(y_adv):
-            m.d.sync += y_valid.eq(0)
+        m.d.sync += [y_slot.eq(x_slot), y_last.eq(x_last)]
+        for s in range(per_word):
+            kept = (x_ext[s].as_unsigned() & keep_mask).any()
+            m.d.sync += y_sum[s].eq(x_ext[s] + round_base + kept)
 
         filled = Signal(32)
         for s in range(per_word):
@@ -386,8 +381,8 @@ class Dma(wiring.Component):
             m.d.comb += narrow.eq(shift_saturate(y_sum[s], shift, high_mask, dw))
             m.d.comb += filled.word_select(s, dw).eq(
                 Mux(whole | (y_slot == s), narrow, pack.word_select(s, dw)))
-        m.d.comb += [w_skid.i.valid.eq(y_valid & y_last), w_skid.i.payload.eq(filled)]
-        with m.If(y_adv):
+        m.d.comb += [w_fifo.w_en.eq(y_valid & y_last), w_fifo.w_data.eq(filled)]
+        with m.If(y_valid):
             m.d.sync += pack.eq(filled)
 
         # ---- command life cycle -------------------------------------------
@@ -421,13 +416,12 @@ class Dma(wiring.Component):
         finished = Signal()
         m.d.sync += finished.eq(
             busy & ~gen_busy & ~cmd_valid & ~el_busy & ~pend & ~q_valid & ~x_valid & ~y_valid
-            & ~w_skid.o.valid & ~word_valid & ~load_wr & (answered == issued) & ~finished)
+            & (reserved == 0) & ~word_valid & ~load_wr & (answered == issued) & ~finished)
         with m.If(finished):
             m.d.sync += busy.eq(0)
             m.d.comb += [self.done.eq(1), self.fault.eq(fault)]
 
         r_word = mem.r.valid & mem.r.ready
-        w_word = mem.w.valid & mem.w.ready
         m.d.comb += [self.r_word.eq(r_word), self.w_word.eq(w_word),
                      self.mem_stall.eq(busy & ~r_word & ~w_word)]
         return m

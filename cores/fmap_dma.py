@@ -615,7 +615,11 @@ class FmapDma(wiring.Component):
         # requested is not requested again.
         pending_layout = data.StructLayout({"need": 1, "half": 1, "inside": 1,
                                             "lane": lane_bits, "baddr": baddr_bits})
-        m.submodules.pending = pending = SyncFIFO(width=pending_layout.size, depth=depth)
+        # Buffered: the head (need, lane, address) comes from registers, not
+        # a LUT RAM read, into the pop and on into every lane's write
+        # enable (18 ns placed at 10x11 on ECP5 with the LUT RAM read).
+        m.submodules.pending = pending = SyncFIFOBuffered(width=pending_layout.size,
+                                                          depth=depth)
         need = er.need
         m.d.comb += [
             rd_cmd_valid.eq(Mux(loading, e2_valid & need & pending.w_rdy & tags.w_rdy,
@@ -817,7 +821,7 @@ class FmapDma(wiring.Component):
         # ---- command life cycle --------------------------------------------
         m.d.comb += finished.eq(
             ~gen_active & ~e1_valid & (elems.r_level == 0)
-            & ~pending.r_rdy & ~load_wr
+            & (pending.level == 0) & ~load_wr
             & ~pend & ~c_valid & ~x_valid & ~y_valid & ~s_valid & (requant.r_level == 0)
             & ~op_valid & ~i_valid
             & (ops.r_level == 0) & ~wcmds.r_rdy & ~wdata.r_rdy & ~tags.r_rdy)

@@ -23,7 +23,7 @@ Choices the shared spec leaves open:
   off (``rx.ready`` low); the host is stop-and-wait, so none are expected.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -153,11 +153,16 @@ class FrameEngine(wiring.Component):
         # ---- execution and response state -----------------------------------
         index = Signal(range(MAX_BURST_WORDS + 1))  # words done in the current step
         words = Signal(range(MAX_BURST_WORDS + 1))  # words in the current step
+        # words - 1 and resp_words - 1, set with them: the end-of-step tests
+        # compare the index with a register, not through a subtractor's
+        # carry chain (the 2x2 ULX3S build's critical path ran through it).
+        words_last = Signal(signed(len(words) + 1))
         fault = Signal()
         mem_range_bad = Signal()    # the memory request leaves [0, mem_size); set in CHECK
         resp_opcode = Signal(8)
         resp_status = Signal(8)
         resp_words = Signal(range(_BUFFER_WORDS + 1))
+        resp_last = Signal(signed(len(resp_words) + 1))
         lane = Signal(range(8))
 
         # The buffer's read port always shows buffer[ptr]: it reads the
@@ -196,12 +201,17 @@ class FrameEngine(wiring.Component):
         with m.Elif(timer != self._timeout):
             m.d.sync += timer.eq(timer + 1)
 
+        def set_words(value):
+            value = Value.cast(value)[:len(words)]
+            m.d.sync += [words.eq(value), words_last.eq(value - 1)]
+
         def respond(status, *, words=0, opcode_value=None):
             """Start sending the response; ``opcode_value`` None answers the request."""
             m.d.sync += [
                 resp_opcode.eq(opcode | RESPONSE_FLAG if opcode_value is None else opcode_value),
                 resp_status.eq(status),
                 resp_words.eq(words),
+                resp_last.eq(words - 1),
                 count.eq(0),
             ]
             m.d.comb += [tx_crc.clear.eq(1), ptr_next.eq(0)]
@@ -352,14 +362,14 @@ class FrameEngine(wiring.Component):
                             with m.If(length != 0):
                                 finish(Status.BAD_LENGTH)
                             with m.Else():
-                                m.d.sync += words.eq(len(PING_REGISTERS))
+                                set_words(len(PING_REGISTERS))
                                 m.next = "CSR_READ"
                                 m.d.sync += csr_stb.eq(1)
                         with m.Case(Opcode.READ_COUNTERS):
                             with m.If(length != 0):
                                 finish(Status.BAD_LENGTH)
                             with m.Else():
-                                m.d.sync += words.eq(len(counter_addrs))
+                                set_words(len(counter_addrs))
                                 m.next = "CSR_READ"
                                 m.d.sync += csr_stb.eq(1)
                         with m.Case(Opcode.READ_CSR):
@@ -368,7 +378,7 @@ class FrameEngine(wiring.Component):
                             with m.Elif(addr16[:2] != 0):
                                 finish(Status.BAD_ADDRESS)
                             with m.Else():
-                                m.d.sync += words.eq(1)
+                                set_words(1)
                                 m.next = "CSR_READ"
                                 m.d.sync += csr_stb.eq(1)
                         with m.Case(Opcode.WRITE_CSR):
@@ -385,7 +395,7 @@ class FrameEngine(wiring.Component):
                                 finish(Status.BAD_ADDRESS)
                             with m.Else():
                                 # length is a multiple of 4: (length - 1) // 4 words.
-                                m.d.sync += words.eq(last_index[2:])
+                                set_words(last_index[2:])
                                 m.d.comb += ptr_next.eq(1)      # data follows the address
                                 m.next = "MEM_CMD"
                         with m.Case(Opcode.READ_MEM):
@@ -395,7 +405,7 @@ class FrameEngine(wiring.Component):
                             with m.Elif((addr32[:2] != 0) | mem_range_bad):
                                 finish(Status.BAD_ADDRESS)
                             with m.Else():
-                                m.d.sync += words.eq(mem_count[2:])
+                                set_words(mem_count[2:])
                                 m.next = "MEM_CMD"
                         with m.Case(Opcode.RUN):
                             with m.If((length == 0) | (length[:2] != 0)):
@@ -403,7 +413,7 @@ class FrameEngine(wiring.Component):
                             with m.Elif(run_too_long):
                                 finish(Status.BUSY)
                             with m.Else():
-                                m.d.sync += words.eq(length[2:])
+                                set_words(length[2:])
                                 m.d.comb += ptr_next.eq(0)
                                 m.next = "RUN"
 
@@ -413,7 +423,7 @@ class FrameEngine(wiring.Component):
             with m.State("CSR_READ_DATA"):
                 m.d.comb += [wr.addr.eq(index), wr.data.eq(csr.r_data), wr.en.eq(1)]
                 m.d.sync += index.eq(index + 1)
-                with m.If(index == words - 1):
+                with m.If(index == words_last):
                     with m.If(fault | csr.error):
                         finish(Status.BAD_ADDRESS)
                     with m.Else():
@@ -451,7 +461,7 @@ class FrameEngine(wiring.Component):
                 with m.If(mem.w.ready):
                     m.d.comb += ptr_next.eq(ptr + 1)
                     m.d.sync += index.eq(index + 1)
-                    with m.If(index == words - 1):
+                    with m.If(index == words_last):
                         m.next = "MEM_RESPONSE"
 
             with m.State("MEM_READ"):
@@ -459,7 +469,7 @@ class FrameEngine(wiring.Component):
                              wr.en.eq(mem.r.valid)]
                 with m.If(mem.r.valid):
                     m.d.sync += index.eq(index + 1)
-                    with m.If(index == words - 1):
+                    with m.If(index == words_last):
                         m.next = "MEM_RESPONSE"
 
             with m.State("MEM_RESPONSE"):
@@ -477,7 +487,7 @@ class FrameEngine(wiring.Component):
                 with m.If(cmd.ready):
                     m.d.comb += ptr_next.eq(ptr + 1)
                     m.d.sync += index.eq(index + 1)
-                    with m.If(index == words - 1):
+                    with m.If(index == words_last):
                         finish(Status.OK)
 
             # ---- respond ----------------------------------------------------
@@ -505,7 +515,7 @@ class FrameEngine(wiring.Component):
                     with m.If(lane == 3):
                         m.d.sync += [lane.eq(0), index.eq(index + 1)]
                         m.d.comb += ptr_next.eq(ptr + 1)
-                        with m.If(index == resp_words - 1):
+                        with m.If(index == resp_last):
                             m.next = "SEND_CRC"
 
             with m.State("SEND_CRC"):

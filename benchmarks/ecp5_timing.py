@@ -32,7 +32,7 @@ import warnings
 from amaranth.back import rtlil
 from amaranth.hdl import UnusedElaboratable
 
-from fecaffe_hw.build.ecp5 import parse_nextpnr_report
+from fecaffe_hw.build.ecp5 import cell_signal, parse_nextpnr_report
 from fecaffe_hw.build.tools import run_tool, tool_command
 from fecaffe_hw.compiler import board as board_info, plan_network
 from fecaffe_hw.errors import FecaffeError
@@ -120,21 +120,12 @@ def main(argv=None):
             print(f"{name:<10}{fmax:>9.1f}{used.get('TRELLIS_COMB', 0):>8}"
                   f"{used.get('TRELLIS_FF', 0):>8}{used.get('MULT18X18D', 0):>7}"
                   f"{used.get('DP16KD', 0):>7}{path.get('logic_levels', 0):>7}  "
-                  f"{_signal(path.get('start'))} -> {_signal(path.get('end'))}"
+                  f"{cell_signal(path.get('start'))} -> {cell_signal(path.get('end'))}"
                   f"  ({time.monotonic() - start:.0f} s)", flush=True)
     except FecaffeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
-
-
-def _signal(cell):
-    """The Amaranth signal a nextpnr cell name starts from."""
-    if not cell:
-        return "?"
-    for marker in ("_TRELLIS_", "_LUT4", "_CCU2C", "_PFUMX", "_L6MUX21", "$"):
-        cell = cell.split(marker)[0]
-    return cell
 
 
 if __name__ == "__main__":

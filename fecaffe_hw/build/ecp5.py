@@ -21,7 +21,7 @@ from .tools import BuildError, run_tool, tool_command
 from .top import BoardTop
 
 __all__ = ["Ecp5Tree", "BuildResult", "prepare_ecp5", "build_ecp5", "parse_nextpnr_report",
-           "TOP_NAME"]
+           "TOP_NAME", "cell_signal"]
 
 #: Name of the top module and stem of every generated file.
 TOP_NAME = "top"
@@ -153,6 +153,16 @@ def build_ecp5(plan, out_dir, *, board=None, baud=None, clk_mhz=None, seed=1, ti
     if not bitstream.is_file() or bitstream.stat().st_size == 0:
         raise BuildError(f"ecppack wrote no bitstream (see {tree.logs['ecppack']})")
     return BuildResult(bitstream=bitstream, logs=dict(tree.logs), report=report, **parsed)
+
+
+def cell_signal(cell):
+    """The Amaranth signal a yosys or nextpnr cell is named after (``"?"`` for
+    none): the cell name up to the suffix technology mapping added."""
+    if not cell:
+        return "?"
+    for marker in ("_TRELLIS", "_LUT4", "_CCU2C", "_PFUMX", "_L6MUX21", "_MULT18", "$"):
+        cell = cell.split(marker)[0]
+    return cell
 
 
 def parse_nextpnr_report(path):

@@ -18,14 +18,14 @@ ROWS, COLS, DW, AW = 4, 3, 16, 32
 DEPTHS = dict(a_depth=600, b_depth=16, c_depth=16)
 
 
-def make_bench():
-    dma = Dma(rows=ROWS, cols=COLS, data_width=DW, acc_width=AW, **DEPTHS)
+def make_bench(cols=COLS):
+    dma = Dma(rows=ROWS, cols=cols, data_width=DW, acc_width=AW, **DEPTHS)
     top = Module()
     top.submodules.dma = dma
     bufs = {
         BUFFER_A: Scratchpad(lanes=ROWS, lane_width=DW, depth=DEPTHS["a_depth"]),
-        BUFFER_B: Scratchpad(lanes=COLS, lane_width=DW, depth=DEPTHS["b_depth"]),
-        BUFFER_C: Scratchpad(lanes=COLS, lane_width=AW, depth=DEPTHS["c_depth"],
+        BUFFER_B: Scratchpad(lanes=cols, lane_width=DW, depth=DEPTHS["b_depth"]),
+        BUFFER_C: Scratchpad(lanes=cols, lane_width=AW, depth=DEPTHS["c_depth"],
                              read_ports=2),
     }
     for code, buf in bufs.items():
@@ -150,6 +150,39 @@ def test_dma_store_requantises(shift):
     # Untouched words between the strided rows.
     assert (words[256:256 + 3 * rows].reshape(rows, 3)[:, 1:]
             == before[256:256 + 3 * rows].reshape(rows, 3)[:, 1:]).all()
+
+
+def test_dma_store_offers_a_word_per_cycle_within_a_burst():
+    """Untransposed, the store pipeline keeps up with a memory that takes a
+    word every cycle: no idle cycle inside a burst (16 lanes: 8 words a row)."""
+    rng = np.random.default_rng(7)
+    top, dma, bufs = make_bench(cols=16)
+    words = memory_image(rng, 1024)
+    mem = TensorMemory(dma.mem, words, rng, stall=0.0, latency=0, outstanding=4)
+    rows, cols = 6, 16
+    taken = []
+
+    async def bench(ctx):
+        assert not await run_command(ctx, dma, command(
+            buffer=BUFFER_C, addr=0, stride=2 * cols, rows=rows, cols=cols, word=0))
+        assert not await run_command(ctx, dma, command(
+            store=1, buffer=BUFFER_C, addr=2048, stride=2 * cols, rows=rows, cols=cols,
+            word=0, shift=0))
+        mem.stop = True
+
+    async def watch(ctx):
+        async for _ in ctx.tick():
+            if ctx.get(dma.mem.w.valid) and ctx.get(dma.mem.w.ready):
+                taken.append(mem.cycle)
+
+    simulate(top, bench, background=(*mem.processes(), watch), name="dma_store_rate",
+             deadline_cycles=5_000)
+    per_row = cols // 2
+    assert len(taken) == rows * per_row
+    for r in range(rows):
+        burst = taken[r * per_row:(r + 1) * per_row]
+        assert burst == list(range(burst[0], burst[0] + per_row)), (r, taken)
+    assert (words[512:512 + rows * per_row] == words[:rows * per_row]).all()
 
 
 def test_dma_refuses_bad_commands():

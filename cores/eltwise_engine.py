@@ -340,7 +340,14 @@ class EltwiseEngine(wiring.Component):
                 feed_left.eq(c.words), out_left.eq(c.words),
                 issued.eq(0), answered.eq(0), fault.eq(0),
             ]
-        finished = busy & ~gen_busy & (out_left == 0) & (answered == issued)
+        # Registered: the 32-bit compare and the count test ran on into done
+        # and the sequencer's and the CSR bank's counters in one cycle. Once
+        # true it stays true (nothing is left to move), so acting a cycle
+        # later is safe; ``~finished`` in its own input keeps ``done`` to one
+        # pulse.
+        finished = Signal()
+        m.d.sync += finished.eq(busy & ~gen_busy & (out_left == 0) & (answered == issued)
+                                & ~finished)
         m.d.comb += [self.done.eq(finished), self.fault.eq(finished & fault)]
         with m.If(finished):
             m.d.sync += busy.eq(0)

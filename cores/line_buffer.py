@@ -165,9 +165,15 @@ class LineBuffer(WindowParameters, wiring.Component):
                         m.d.sync += [in_y.eq(ph), in_slot.eq(ph % slots), in_done.eq(1)]
 
         # A window is ready once its last real pixel (bottom-right, clipped to
-        # the image) of this channel has been written.
-        y_last = Mux(y0 + kh - 1 > height + ph - 1, height + ph - 1, y0 + kh - 1)
-        x_last = Mux(x0 + kw - 1 > width + pw - 1, width + pw - 1, x0 + kw - 1)
+        # the image) of this channel has been written. The clipped corner is
+        # held in registers, set wherever the origin is (from the origin's
+        # next value, computed beside the cursor logic), so the test below
+        # is compares only: the corner's adder and clamp no longer run on
+        # through ``available`` into every cursor's enable.
+        def clipped(origin, k, pad, size):
+            return Mux(origin + k - 1 > size + pad - 1, size + pad - 1, origin + k - 1)
+        y_last = Signal(range(height + ph), init=min(kh - 1, height + ph - 1))
+        x_last = Signal(range(width + pw), init=min(kw - 1, width + pw - 1))
         available = ~out_done & (
             in_done | (in_y > y_last) |
             ((in_y == y_last) & ((in_x > x_last) | ((in_x == x_last) & (in_c > oc)))))
@@ -227,7 +233,8 @@ class LineBuffer(WindowParameters, wiring.Component):
         with m.If(issue):
             m.d.sync += oc.eq(oc + 1)
             with m.If(oc == channels - 1):
-                m.d.sync += [oc.eq(0), ox.eq(ox + 1), x0.eq(x0 + sw)]
+                m.d.sync += [oc.eq(0), ox.eq(ox + 1), x0.eq(x0 + sw),
+                             x_last.eq(clipped(x0 + sw, kw, pw, width))]
                 carry = r0 + sw % kw >= kw
                 m.d.sync += [
                     r0.eq(Mux(carry, r0 + sw % kw - kw, r0 + sw % kw)),
@@ -235,9 +242,12 @@ class LineBuffer(WindowParameters, wiring.Component):
                 ]
                 with m.If(ox == ow - 1):
                     m.d.sync += [ox.eq(0), x0.eq(0), q0.eq(0), r0.eq(0),
+                                 x_last.eq(x_last.init),
                                  oy.eq(oy + 1), y0.eq(y0 + sh),
+                                 y_last.eq(clipped(y0 + sh, kh, ph, height)),
                                  slot0.eq(Mux(slot0 + sh >= slots, slot0 + sh - slots,
                                               slot0 + sh))]
                     with m.If(oy == oh - 1):
-                        m.d.sync += [oy.eq(0), y0.eq(0), slot0.eq(0), out_done.eq(1)]
+                        m.d.sync += [oy.eq(0), y0.eq(0), y_last.eq(y_last.init),
+                                     slot0.eq(0), out_done.eq(1)]
         return m

@@ -760,8 +760,16 @@ class FmapDma(wiring.Component):
         ring_busy = Signal(depth)
         ring_head = Signal(range(depth))
         ring_tail = Signal(range(depth))
-        hazard = Cat(ring_busy[j] & (ring_word[j] == i_word[:_HAZARD_BITS])
-                     for j in range(depth)).any()
+        # The word compares are registered with the operation (``emit`` only
+        # fills an empty issue stage, and only an issue writes the ring, so
+        # no entry changes under a waiting operation but by being answered):
+        # the 16 compares and their OR no longer run on into the read
+        # command's valid, the skid buffer and the ring's enables.
+        match = Signal(depth)
+        with m.If(emit):
+            m.d.sync += match.eq(Cat(ring_word[j] == op_word[:_HAZARD_BITS]
+                                     for j in range(depth)))
+        hazard = (ring_busy & match).any()
         ring_full = ring_busy.bit_select(ring_tail, 1)
         i_need = col2im | (i_mask != 0b11)
         # Registered output: the old word meets the new values (and the

@@ -256,6 +256,20 @@ class FrameEngine(wiring.Component):
                               for r in (c.lo, c.hi))
         assert len(PING_REGISTERS) * 4 == PING_RESPONSE.size
 
+        # DECODE's tests, registered in CHECK (below).
+        known, is_read, duplicate = Signal(), Signal(), Signal()
+        misaligned, bad_length = Signal(), Signal()
+        bad_lengths = {
+            Opcode.PING: length != 0,
+            Opcode.READ_COUNTERS: length != 0,
+            Opcode.READ_CSR: length != 2,
+            Opcode.WRITE_CSR: length != 6,
+            Opcode.WRITE_MEM: (length < 8) | (length[:2] != 0),
+            Opcode.READ_MEM: ((length != 6) | (mem_count == 0) | (mem_count[:2] != 0)
+                              | (mem_count > MAX_MEM_DATA)),
+            Opcode.RUN: (length == 0) | (length[:2] != 0),
+        }
+
         def out_of_range(address, nbytes):
             if self._mem_size is None:
                 return Const(0)
@@ -335,6 +349,21 @@ class FrameEngine(wiring.Component):
                     m.d.sync += mem_range_bad.eq(out_of_range(addr32, length - 4))
                 with m.Else():
                     m.d.sync += mem_range_bad.eq(out_of_range(addr32, mem_count))
+                # So are DECODE's other tests: each is a flip-flop there, and
+                # the compares of length and parameters no longer run through
+                # DECODE's choice into the buffer's read address and the
+                # response registers (the deepest logic of the 10x11 netlist).
+                m.d.sync += [
+                    known.eq(Cat(opcode == op for op in Opcode if op is not Opcode.ERROR).any()),
+                    is_read.eq(Cat(opcode == op for op in sorted(READ_OPCODES)).any()),
+                    duplicate.eq(last_valid & (last_seq == seq) & (last_opcode == opcode)),
+                    misaligned.eq(params[:2] != 0),
+                    bad_length.eq(0),
+                ]
+                with m.Switch(opcode):
+                    for op, test in bad_lengths.items():
+                        with m.Case(op):
+                            m.d.sync += bad_length.eq(test)
                 with m.If(tainted | ~rx_crc.residue_ok):
                     error(Status.BAD_CRC)
                 with m.Else():
@@ -342,56 +371,48 @@ class FrameEngine(wiring.Component):
 
             # ---- execute ----------------------------------------------------
             with m.State("DECODE"):
-                duplicate = last_valid & (last_seq == seq) & (last_opcode == opcode)
-                known = Signal()
-                m.d.comb += known.eq(0)
-                for op in Opcode:
-                    if op is not Opcode.ERROR:
-                        with m.If(opcode == op):
-                            m.d.comb += known.eq(1)
                 m.d.sync += [index.eq(0), fault.eq(0)]
 
                 with m.If(~known):
                     respond(Status.BAD_OPCODE)
-                is_read = Cat(*(opcode == op for op in sorted(READ_OPCODES))).any()
                 with m.Elif(duplicate & ~is_read):
                     respond(last_status)
                 with m.Else():
                     with m.Switch(opcode):
                         with m.Case(Opcode.PING):
-                            with m.If(length != 0):
+                            with m.If(bad_length):
                                 finish(Status.BAD_LENGTH)
                             with m.Else():
                                 set_words(len(PING_REGISTERS))
                                 m.next = "CSR_READ"
                                 m.d.sync += csr_stb.eq(1)
                         with m.Case(Opcode.READ_COUNTERS):
-                            with m.If(length != 0):
+                            with m.If(bad_length):
                                 finish(Status.BAD_LENGTH)
                             with m.Else():
                                 set_words(len(counter_addrs))
                                 m.next = "CSR_READ"
                                 m.d.sync += csr_stb.eq(1)
                         with m.Case(Opcode.READ_CSR):
-                            with m.If(length != 2):
+                            with m.If(bad_length):
                                 finish(Status.BAD_LENGTH)
-                            with m.Elif(addr16[:2] != 0):
+                            with m.Elif(misaligned):
                                 finish(Status.BAD_ADDRESS)
                             with m.Else():
                                 set_words(1)
                                 m.next = "CSR_READ"
                                 m.d.sync += csr_stb.eq(1)
                         with m.Case(Opcode.WRITE_CSR):
-                            with m.If(length != 6):
+                            with m.If(bad_length):
                                 finish(Status.BAD_LENGTH)
-                            with m.Elif(addr16[:2] != 0):
+                            with m.Elif(misaligned):
                                 finish(Status.BAD_ADDRESS)
                             with m.Else():
                                 m.next = "CSR_WRITE"
                         with m.Case(Opcode.WRITE_MEM):
-                            with m.If((length < 8) | (length[:2] != 0)):
+                            with m.If(bad_length):
                                 finish(Status.BAD_LENGTH)
-                            with m.Elif((addr32[:2] != 0) | mem_range_bad):
+                            with m.Elif(misaligned | mem_range_bad):
                                 finish(Status.BAD_ADDRESS)
                             with m.Else():
                                 # length is a multiple of 4: (length - 1) // 4 words.
@@ -399,16 +420,15 @@ class FrameEngine(wiring.Component):
                                 m.d.comb += ptr_next.eq(1)      # data follows the address
                                 m.next = "MEM_CMD"
                         with m.Case(Opcode.READ_MEM):
-                            with m.If((length != 6) | (mem_count == 0) | (mem_count[:2] != 0)
-                                      | (mem_count > MAX_MEM_DATA)):
+                            with m.If(bad_length):
                                 finish(Status.BAD_LENGTH)
-                            with m.Elif((addr32[:2] != 0) | mem_range_bad):
+                            with m.Elif(misaligned | mem_range_bad):
                                 finish(Status.BAD_ADDRESS)
                             with m.Else():
                                 set_words(mem_count[2:])
                                 m.next = "MEM_CMD"
                         with m.Case(Opcode.RUN):
-                            with m.If((length == 0) | (length[:2] != 0)):
+                            with m.If(bad_length):
                                 finish(Status.BAD_LENGTH)
                             with m.Elif(run_too_long):
                                 finish(Status.BUSY)

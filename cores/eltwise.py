@@ -15,7 +15,8 @@ from fecaffe_hw.fixedpoint.format import Format
 from .multiplier import product_latency, registered_product
 
 __all__ = ["Eltwise", "EltwiseOp", "TABLES", "TABLE_OPS", "table_names", "wide_frac",
-           "derivative_shape", "round_half_even", "saturate", "shift_saturate", "shift_saturate_mask"]
+           "derivative_shape", "round_half_even", "saturate", "shift_saturate",
+           "shift_saturate_mask"]
 
 #: The activations that need a table ROM, in ROM order.
 TABLES = ("sigmoid", "tanh")

@@ -5,7 +5,8 @@ from amaranth.hdl import (Cat, ClockSignal, Const, Instance, Module, Mux, ResetS
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Multiplier", "Mult18x18d", "product_latency", "registered_product", "constant_product", "small_product"]
+__all__ = ["Multiplier", "Mult18x18d", "product_latency", "registered_product",
+           "constant_product", "small_product"]
 
 # The MULT18X18D's ports are signed 18-bit: an unsigned operand fits in 17 bits.
 _PORT_BITS = 18

@@ -263,10 +263,12 @@ class Mult18x18d(wiring.Component):
             ports[f"i_C{i}"] = Const(0)
         for i in range(36):
             ports[f"o_P{i}"] = self.p[i]
-        for i in range(1, 4):
-            ports[f"i_CLK{i}"] = Const(0)
-            ports[f"i_CE{i}"] = Const(0)
-            ports[f"i_RST{i}"] = Const(0)
+        # The unused CLK1-3, CE1-3 and RST1-3 stay unconnected, as yosys's
+        # own MULT18X18D mapping leaves them: nextpnr routes a constant on a
+        # DSP's clock, enable, reset, SIGNED or SOURCE pin from one tie cell
+        # (only A, B and C take a constant in the bitstream), and nine such
+        # pins on each of ~140 multipliers made one of the largest nets of
+        # the 10x11 SoC. C is a bitstream constant, so it may stay tied.
         inputs = "CLK0" if self._input_registers else "NONE"
         m.submodules.mult18x18d = Instance(
             "MULT18X18D",

@@ -150,6 +150,11 @@ def test_ecp5_build_uses_the_dsp_registers(tmp_path, input_registers):
     for register in ("REG_INPUTA_CLK", "REG_INPUTB_CLK"):
         assert params[register] == ("CLK0" if input_registers else "NONE")
     assert params["REG_PIPELINE_CLK"] == "NONE"
+    # Unused clock, enable and reset banks unconnected: nextpnr would route
+    # a constant to each from one tie cell.
+    for bank in (1, 2, 3):
+        for pin in ("CLK", "CE", "RST"):
+            assert not dsp["connections"].get(f"{pin}{bank}"), f"{pin}{bank}"
     ports = top["ports"]
     conn = dsp["connections"]
     a_bits, b_bits, p_bits = (ports[name]["bits"] for name in ("a", "b", "p"))

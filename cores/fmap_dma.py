@@ -287,7 +287,7 @@ class FmapDma(wiring.Component):
 
         # ---- walker --------------------------------------------------------
         gen_active = Signal()
-        last_ok = Signal()            # loads: ``last_word`` was requested
+        last_ok = Signal()            # ``last_word`` holds an inside element of this command
         last_word = Signal(30)
         w_r, w_c = Signal(16), Signal(16)
         kx, ky = Signal(8), Signal(8)
@@ -589,7 +589,12 @@ class FmapDma(wiring.Component):
             cmd_out.i.payload.write.eq(wr_cmd_valid),
             grant_wr.eq(wr_cmd_valid & cmd_out.i.ready),
         ]
-        rd_fire = rd_cmd_valid & ~wr_cmd_valid & cmd_out.i.ready
+        # A read command goes out when no write wants the buffer. Loads and
+        # stores each take this, not ``rd_fire``: through ``rd_cmd_valid``
+        # the store side's hazard logic would time into every load (a path
+        # no command exercises, nextpnr's critical one at 6x6 on ECP5).
+        rd_free = ~wr_cmd_valid & cmd_out.i.ready
+        rd_fire = rd_cmd_valid & rd_free
         wr_fire = grant_wr
         cmd_fire = rd_fire | wr_fire
         m.d.comb += [
@@ -622,11 +627,11 @@ class FmapDma(wiring.Component):
                                                           depth=depth)
         need = er.need
         m.d.comb += [
-            rd_cmd_valid.eq(Mux(loading, e2_valid & need & pending.w_rdy & tags.w_rdy,
-                                st_rd_valid)),
+            rd_cmd_valid.eq((loading & e2_valid & need & pending.w_rdy & tags.w_rdy)
+                            | st_rd_valid),
             rd_word.eq(Mux(loading, e2_word, st_rd_word)),
         ]
-        ld_take = loading & e2_valid & pending.w_rdy & (~need | rd_fire)
+        ld_take = loading & e2_valid & pending.w_rdy & (~need | (tags.w_rdy & rd_free))
         pw = pending_layout(pending.w_data)
         m.d.comb += [pw.need.eq(need), pw.half.eq(e2_half), pw.inside.eq(e2_inside),
                      pw.lane.eq(e2_lane), pw.baddr.eq(e2_baddr),
@@ -656,7 +661,10 @@ class FmapDma(wiring.Component):
         # room for it in ``requant`` (counted in ``st_count`` from the read to
         # its leaving the queue), so the merge stage's handshakes stop at the
         # queue instead of running back through every stage to ``elems``.
-        meta = data.StructLayout({"word": 30, "half": 1, "inside": 1, "last": 1})
+        # ``follows``: an inside element whose word is the previous inside
+        # element's (``need`` low), which is the open word operation's
+        # whenever one is open: the merge tests a flag, not 30-bit words.
+        meta = data.StructLayout({"word": 30, "half": 1, "inside": 1, "last": 1, "follows": 1})
         pend = Signal()
         pend_lane = Signal(lane_bits)
         pend_meta = Signal(meta)
@@ -693,7 +701,8 @@ class FmapDma(wiring.Component):
         with m.If(st_take):
             m.d.sync += [pend_lane.eq(e2_lane),
                          pend_meta.word.eq(e2_word), pend_meta.half.eq(e2_half),
-                         pend_meta.inside.eq(e2_inside), pend_meta.last.eq(e2_last)]
+                         pend_meta.inside.eq(e2_inside), pend_meta.last.eq(e2_last),
+                         pend_meta.follows.eq(~need)]
         with m.If(pend):
             m.d.sync += [c_meta.eq(pend_meta), c_lane.eq(pend_lane), c_word.eq(self.c_read.data)]
         with m.If(c_valid):
@@ -714,8 +723,7 @@ class FmapDma(wiring.Component):
         op_mask = Signal(2)
         op_val = Signal(data.ArrayLayout(signed(16), 2))
         i_valid, i_adv = Signal(), Signal()
-        mergeable = op_valid & ~op_closed & (op_word == z_meta.word) \
-            & ~op_mask.bit_select(z_meta.half, 1)
+        mergeable = op_valid & ~op_closed & z_meta.follows & ~op_mask.bit_select(z_meta.half, 1)
         emit = Signal()
         m.d.comb += [
             # Only into an empty issue stage, so the memory side's handshakes
@@ -777,7 +785,7 @@ class FmapDma(wiring.Component):
         m.submodules.ops = ops = SyncFIFOBuffered(width=30 + 2 + 32 + 1, depth=depth)
         i_room = storing & i_valid & ~ring_full & ops.w_rdy & tags.w_rdy
         m.d.comb += [st_rd_valid.eq(i_room & i_need & ~hazard), st_rd_word.eq(i_word),
-                     i_adv.eq(i_room & (~i_need | (~hazard & rd_fire)))]
+                     i_adv.eq(i_room & (~i_need | (~hazard & rd_free)))]
         m.d.comb += [ops.w_data.eq(Cat(i_word, i_mask, i_val, i_need)), ops.w_en.eq(i_adv)]
         with m.If(i_adv):
             m.d.sync += ring_tail.eq(ring_tail + 1)

@@ -344,6 +344,13 @@ class Eltwise(wiring.Component):
 
         payload = self.data_in.payload
         wide_k = stages["wide"] - 1       # the stage every result is chosen in
+        one = 1 << af
+        if len(tabs) == 2:
+            # Which derivative a lane forms, in the two stages that use it.
+            sigmoid_bwd = {0: is_op(op[0], EltwiseOp.SIGMOID_BWD),
+                           stages["deriv"]: is_op(op[stages["deriv"]], EltwiseOp.SIGMOID_BWD)}
+        elif tabs:
+            sigmoid_bwd = dict.fromkeys((0, stages["deriv"]), Const(tabs[0].name == "sigmoid"))
         lane_out = []
         for lane in range(self.lanes):
             x0, aux0 = payload.x[lane], payload.aux[lane]
@@ -384,14 +391,6 @@ class Eltwise(wiring.Component):
 
                 # Derivative of the stored output: sigmoid aux * (1 - aux),
                 # tanh 1 - aux * aux, one multiplier for both.
-                one = 1 << af
-                if len(tabs) == 2:
-                    sigmoid_bwd = {0: is_op(op[0], EltwiseOp.SIGMOID_BWD),
-                                   stages["deriv"]: is_op(op[stages["deriv"]],
-                                                          EltwiseOp.SIGMOID_BWD)}
-                else:
-                    sigmoid_bwd = dict.fromkeys((0, stages["deriv"]),
-                                                Const(tabs[0].name == "sigmoid"))
                 raw = product("deriv", lane, aux0, Mux(sigmoid_bwd[0], one - aux0, aux0))
                 deriv = Mux(sigmoid_bwd[stages["deriv"]], raw, (one * one) - raw)
                 d = Signal(derivative_shape(aux_fmt), name=f"d_{lane}")

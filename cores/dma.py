@@ -184,10 +184,15 @@ class Dma(wiring.Component):
         issued = Signal(32)              # bursts issued for this command
         answered = Signal(32)
         fault = Signal()
+        # The words of the row still to request and whether more than one
+        # burst's worth, both registers: the row's subtract and compare ran
+        # on into the enables of the row counters and address (13.6 ns
+        # routed at 6x6 on ECP5). ``gen_load`` fills them the cycle after
+        # ``start``, once ``row_words`` follows the command.
+        gen_load = Signal()
         left = Signal(16)
-        m.d.comb += left.eq(row_words - gen_done_words)
-        burst = Signal(range(MAX_BURST_WORDS + 1))
-        m.d.comb += burst.eq(Mux(left > MAX_BURST_WORDS, MAX_BURST_WORDS, left))
+        left_big = Signal()
+        burst = Mux(left_big, MAX_BURST_WORDS, left)
         cmd_valid = Signal()
         cmd_addr = Signal(32)
         cmd_words = Signal(range(MAX_BURST_WORDS + 1))
@@ -199,16 +204,22 @@ class Dma(wiring.Component):
         ]
         with m.If(mem.cmd.valid & mem.cmd.ready):
             m.d.sync += [cmd_valid.eq(0), issued.eq(issued + 1)]
-        with m.If(gen_busy & ~cmd_valid):
+        with m.If(gen_load):
+            m.d.sync += [gen_load.eq(0), left.eq(row_words),
+                         left_big.eq(row_words > MAX_BURST_WORDS)]
+        with m.Elif(gen_busy & ~cmd_valid):
             m.d.sync += [cmd_valid.eq(1), cmd_addr.eq(gen_row_addr + (gen_done_words << 2)),
                          cmd_words.eq(burst)]
-            with m.If(left == burst):
+            with m.If(~left_big):
                 m.d.sync += [gen_done_words.eq(0), gen_row.eq(gen_row + 1),
-                             gen_row_addr.eq(gen_row_addr + cur.stride)]
+                             gen_row_addr.eq(gen_row_addr + cur.stride),
+                             left.eq(row_words), left_big.eq(row_words > MAX_BURST_WORDS)]
                 with m.If(gen_row + 1 == cur.rows):
                     m.d.sync += gen_busy.eq(0)
             with m.Else():
-                m.d.sync += gen_done_words.eq(gen_done_words + burst)
+                m.d.sync += [gen_done_words.eq(gen_done_words + MAX_BURST_WORDS),
+                             left.eq(left - MAX_BURST_WORDS),
+                             left_big.eq(left > 2 * MAX_BURST_WORDS)]
 
         m.d.comb += mem.resp.ready.eq(1)
         with m.If(mem.resp.valid):
@@ -405,7 +416,7 @@ class Dma(wiring.Component):
                          el_row.eq(0), el_col.eq(0), el_slot.eq(0),
                          row_end.eq(first_row_end)]
             with m.If(cur_legal):
-                m.d.sync += [busy.eq(1), gen_busy.eq(1), el_busy.eq(1)]
+                m.d.sync += [busy.eq(1), gen_busy.eq(1), gen_load.eq(1), el_busy.eq(1)]
             with m.Else():
                 m.d.sync += refused.eq(1)
         # Registered: the test spans every stage's valid bit, stages placed

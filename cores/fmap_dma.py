@@ -382,7 +382,7 @@ class FmapDma(wiring.Component):
             rem, quo, _ = d
             m.d.sync += [rem.eq(dividend[16:]), quo.eq(dividend[:16])]
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.cmd.valid & self.cmd.ready):
                     m.d.sync += [cur.eq(self.cmd.payload), busy.eq(1)]
@@ -835,8 +835,14 @@ class FmapDma(wiring.Component):
                                        loading & pending.r_rdy & head.need))
 
         # ---- command life cycle --------------------------------------------
-        m.d.comb += finished.eq(
-            ~gen_active & ~e1_valid & (elems.r_level == 0)
+        # Registered: the test spans every stage and queue of both paths and
+        # ran on through ``done`` into the sequencer's decode (13.9 ns routed
+        # at 6x6 on ECP5). Once true in RUN it stays true (nothing is left to
+        # move and nothing starts), so acting a cycle later is safe;
+        # ``~finished`` in its own input keeps ``done`` to one pulse.
+        m.d.sync += finished.eq(
+            fsm.ongoing("RUN") & ~finished
+            & ~gen_active & ~e1_valid & (elems.r_level == 0)
             & (pending.level == 0) & ~load_wr
             & ~pend & ~c_valid & ~x_valid & ~y_valid & ~s_valid & (requant.r_level == 0)
             & ~op_valid & ~i_valid

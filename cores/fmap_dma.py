@@ -122,8 +122,8 @@ class FmapDma(wiring.Component):
     compares 16 address bits, so a word a multiple of 2**16 words from one
     in flight may wait too). Measured
     with ``L = 8`` (tests/cores/test_fmap_dma.py): IM2COL load of 25 x 64
-    (1 x 1 x 28 x 28 map, 5x5 kernel) 1738 cycles, 1.05 per element;
-    STORE_FMAP 20 x 8: 250 cycles; STORE_COL2IM 25 x 8: 638 cycles (rows of
+    (1 x 1 x 28 x 28 map, 5x5 kernel) 1739 cycles, 1.05 per element;
+    STORE_FMAP 20 x 8: 251 cycles; STORE_COL2IM 25 x 8: 639 cycles (rows of
     8 overlap the previous row's words, so each row waits a round trip).
     """
 

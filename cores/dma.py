@@ -77,7 +77,8 @@ class Dma(wiring.Component):
     to different buffer words); bursts of up to 256 words issued ahead of the
     data, at most one per two cycles, from registers; one command at a time.
     Latency: a command starts the cycle after it is taken and offers its
-    first burst on ``mem.cmd`` the cycle after that; a refused one reports
+    first burst on ``mem.cmd`` two cycles after that (one loads the row's
+    word count); a refused one reports
     ``done`` two cycles after it is taken. Loaded elements reach the buffer
     a cycle after their word arrives; stored elements pass five register
     stages (C read, the C word registered, lane select, rounding add, shift

@@ -1,7 +1,7 @@
 """The worst register-to-register paths of an ECP5 netlist, by nominal delays, in seconds.
 
 nextpnr names a design's critical path only after routing, which for the
-largest ULX3S plan takes over an hour; its post-placement estimate gives one
+largest ULX3S plan takes half an hour or more; its post-placement estimate gives one
 figure and a slack histogram. This script ranks paths by a nominal delay:
 clock-to-out (0.5 ns for a flip-flop, 5.6 ns for a DP16KD block RAM, 0.74 ns
 for a MULT18X18D with its output register), then per cell a LUT4 0.25 ns, a

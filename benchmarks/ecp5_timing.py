@@ -1,6 +1,6 @@
 """Fmax of each unit of a plan's SoC on ECP5, placed and routed out of context.
 
-A whole-SoC nextpnr run of a large plan takes an hour or more to route and
+A whole-SoC nextpnr run of a large plan takes half an hour or more to route and
 names only the single worst path; this script finds where time goes unit by
 unit in minutes. For each unit of the sequencer that ``fecaffe-hw generate``
 builds for NET on BOARD (an ECP5 board), it synthesises the unit alone

@@ -119,8 +119,8 @@ def prepare_ecp5(plan, out_dir, *, board=None, baud=None, clk_mhz=None, seed=1):
          "--textcfg", f"{TOP_NAME}.config", "--report", "nextpnr-report.json",
          # The electrostatic placer spreads the array's neighbours around the
          # DSP rows: the largest ULX3S plan (10x11, 139 of 156 MULT18X18D)
-         # routes in about half an hour with it, and had most of its arcs
-         # unrouted after hours with the default (docs/boards.md).
+         # routes in about half an hour with it; with the default placer
+         # most of its arcs were still unrouted after that (docs/boards.md).
          "--placer", "static",
          # A missed target is reported (BuildResult.meets_timing, Fmax), not fatal:
          # the figures are what a user tuning the design needs.

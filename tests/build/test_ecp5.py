@@ -92,6 +92,8 @@ def test_commands(tree):
     assert "top.ys" in yosys
     assert "--85k" in nextpnr and "CABGA381" in nextpnr and "--report" in nextpnr
     assert nextpnr[nextpnr.index("--speed") + 1] == "6"
+    # The default placer leaves the largest ULX3S plan unroutable in practice.
+    assert nextpnr[nextpnr.index("--placer") + 1] == "static"
     assert ecppack[-1] == "top.bit"
     script = (tree.root / "build.sh").read_text()
     assert "--report nextpnr-report.json" in script and "> nextpnr.log 2>&1" in script

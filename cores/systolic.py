@@ -4,6 +4,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .attributes import LOCAL_REGISTER
 from .multiplier import Multiplier
 
 __all__ = ["SystolicArray"]
@@ -48,6 +49,11 @@ class SystolicArray(wiring.Component):
     utilisation ``N * K / (N * K + rows + cols + 4)``. ``operands.ready``
     depends combinationally on ``operands.payload.last`` (the pacing and the
     reservation above), never on ``results.ready``.
+
+    Reset drops the tiles in flight: the step flags and the output FIFO are
+    reset, the operand, accumulator and drain registers are not (a tile's
+    first beat clears its accumulators), which keeps nearly all of the
+    array's flip-flops off the reset net.
 
     Parameters
     ----------
@@ -146,23 +152,37 @@ class SystolicArray(wiring.Component):
             entry.last.eq(self.operands.payload.last),
         ]
 
-        def delayed(value, n, name):
+        def delayed(value, n, name, reset_less=False):
             for stage in range(n):
-                reg = Signal.like(value, name=f"{name}_d{stage}")
+                reg = Signal.like(value, name=f"{name}_d{stage}", reset_less=reset_less)
                 m.d.sync += reg.eq(value)
                 value = reg
             return value
 
+        # Only the step flags are reset. Operands, accumulators and the drain
+        # are data: a tile's `first` clears its accumulators, and nothing
+        # reads a value whose `valid` flag was reset. Leaving them out takes
+        # most of the array's flip-flops off the reset net, which otherwise
+        # reaches every slice of the array.
         # Skew: row i of A (with the step flags) and column j of B enter i, j cycles late.
-        a_in = [delayed(self.operands.payload.a[i], i, f"skew_a{i}") for i in range(rows)]
+        a_in = [delayed(self.operands.payload.a[i], i, f"skew_a{i}", reset_less=True)
+                for i in range(rows)]
         f_in = [delayed(entry, i, f"skew_f{i}") for i in range(rows)]
-        b_in = [delayed(self.operands.payload.b[j], j, f"skew_b{j}") for j in range(cols)]
+        b_in = [delayed(self.operands.payload.b[j], j, f"skew_b{j}", reset_less=True)
+                for j in range(cols)]
 
-        a_reg = [[Signal(signed(dw), name=f"a_{i}_{j}") for j in range(cols)] for i in range(rows)]
-        b_reg = [[Signal(signed(dw), name=f"b_{i}_{j}") for j in range(cols)] for i in range(rows)]
-        f_reg = [[Signal(flags, name=f"f_{i}_{j}") for j in range(cols)] for i in range(rows)]
+        a_reg = [[Signal(signed(dw), name=f"a_{i}_{j}", reset_less=True) for j in range(cols)]
+                 for i in range(rows)]
+        b_reg = [[Signal(signed(dw), name=f"b_{i}_{j}", reset_less=True) for j in range(cols)]
+                 for i in range(rows)]
+        # The step flags are the same on a whole anti-diagonal; each PE keeps
+        # its own copy so that they stay local (see LOCAL_REGISTER).
+        local = {LOCAL_REGISTER: 1}
+        f_reg = [[Signal(flags, name=f"f_{i}_{j}", attrs=local) for j in range(cols)]
+                 for i in range(rows)]
         done = [[Signal(name=f"done_{i}_{j}") for j in range(cols)] for i in range(rows)]
-        acc = [[Signal(signed(aw), name=f"acc_{i}_{j}") for j in range(cols)] for i in range(rows)]
+        acc = [[Signal(signed(aw), name=f"acc_{i}_{j}", reset_less=True) for j in range(cols)]
+               for i in range(rows)]
 
         for i in range(rows):
             for j in range(cols):
@@ -181,7 +201,7 @@ class SystolicArray(wiring.Component):
                 m.submodules[f"mult_{i}_{j}"] = pe_mult
                 m.d.comb += [pe_mult.a.eq(a_src), pe_mult.b.eq(b_src)]
                 product = pe_mult.p
-                m_flags = Signal(flags, name=f"mf_{i}_{j}")
+                m_flags = Signal(flags, name=f"mf_{i}_{j}", attrs=local)
                 m.d.sync += [
                     m_flags.eq(f_reg[i][j]),
                     done[i][j].eq(m_flags.valid & m_flags.last),
@@ -195,7 +215,7 @@ class SystolicArray(wiring.Component):
         column = []
         column_valid = []
         for j in range(cols):
-            bus = Signal(signed(aw), name=f"drain_{j}")
+            bus = Signal(signed(aw), name=f"drain_{j}", reset_less=True)
             bus_valid = Signal(name=f"drain_valid_{j}")
             picked = Const(0, aw)
             for i in range(rows):
@@ -204,7 +224,7 @@ class SystolicArray(wiring.Component):
                 bus.eq(picked),
                 bus_valid.eq(Cat(done[i][j] for i in range(rows)).any()),
             ]
-            column.append(delayed(bus, cols - 1 - j, f"deskew_{j}"))
+            column.append(delayed(bus, cols - 1 - j, f"deskew_{j}", reset_less=True))
             column_valid.append(bus_valid)
         row_valid = column_valid[cols - 1]
 

@@ -16,6 +16,7 @@ import re
 import subprocess
 import tempfile
 
+from .cores.attributes import LOCAL_REGISTER
 from .errors import FecaffeError
 
 __all__ = ["SynthesisError", "Utilization", "FAMILIES", "synthesize", "synthesize_rtlil",
@@ -166,6 +167,9 @@ def synthesis_commands(*, top, family="xc7", iopads=False):
     (the board builds run the same ones)."""
     synth = _family(family).script.format(top=top, noiopad="" if iopads else " -noiopad")
     return [
+        # A register marked LOCAL_REGISTER is kept whole: opt_merge would
+        # otherwise share it with every register of the same input.
+        f"setattr -set keep 1 a:{LOCAL_REGISTER} %ci1:+$dff,$adff[Q] t:$dff t:$adff %u %i",
         # ABC9's reintegration can assert on clashing net names in large
         # designs (yosys issues #4349, #4451); splitting nets before LUT
         # mapping, as yosys's ASIC flows do, avoids it.

@@ -4,8 +4,9 @@ import json
 import pytest
 from amaranth.hdl import Module, Signal
 from amaranth.lib import memory, wiring
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
+from fecaffe_hw.cores.attributes import LOCAL_REGISTER
 from fecaffe_hw.errors import FecaffeError
 from fecaffe_hw.synthesis import (SynthesisError, Utilization, parse_stat, synthesize,
                                   synthesize_rtlil, utilization_from_cells)
@@ -133,3 +134,29 @@ def test_synthesis_counts_bram18_as_half():
     assert got.bram36 == 0.5
     assert got.dsp == 0
     assert got.ff >= 10 and got.lut >= 1, got.cells
+
+
+class _TwinRegisters(wiring.Component):
+    """Four registers of one input, the first ``marked`` of them LOCAL_REGISTER."""
+
+    def __init__(self, marked):
+        self.marked = marked
+        super().__init__({"d": In(4), "q": Out(4)})
+
+    def elaborate(self, platform):
+        m = Module()
+        for i in range(4):
+            attrs = {LOCAL_REGISTER: 1} if i < self.marked else {}
+            reg = Signal(name=f"twin{i}", attrs=attrs)
+            m.d.sync += reg.eq(self.d.xor())
+            m.d.comb += self.q[i].eq(reg)
+        return m
+
+
+@pytest.mark.parametrize("family", ["xc7", "ecp5"])
+@pytest.mark.parametrize("marked, kept", [(0, 1), (3, 3)])
+def test_local_registers_are_not_shared(family, marked, kept):
+    # Unmarked twins become one register (an unmarked one may also fold into
+    # a marked one); marked ones stay apart.
+    used = synthesize(_TwinRegisters(marked), family=family)
+    assert used.ff == kept, used.cells

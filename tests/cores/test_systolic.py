@@ -1,8 +1,11 @@
 # amaranth: UnusedElaboratable=no
 import numpy as np
 import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import ResetInserter, Signal
 from hypothesis import given, settings, strategies as st
 
+from fecaffe_hw.cores.attributes import LOCAL_REGISTER
 from fecaffe_hw.cores.systolic import SystolicArray
 from fecaffe_hw.fixedpoint import gemm
 from fecaffe_hw.synthesis import synthesize
@@ -248,3 +251,50 @@ def test_stalled_consumer_holds_last_beats_and_loses_nothing():
     simulate(dut, feed, check, processes=[clock], name="systolic_stalled_consumer")
     assert len(lasts_taken) == len(tiles)
     assert sum(c < STALL for c in lasts_taken) == dut.result_depth // rows
+
+
+def test_reset_mid_tile_loses_nothing_after_it():
+    # Only the step flags are reset (operands, accumulators and the drain are
+    # not): a reset while one tile drains and the next is half fed must leave
+    # no stale row and no stale partial sum in the tiles after it.
+    rows, cols = 3, 4
+    dut = SystolicArray(rows=rows, cols=cols, data_width=8, acc_width=20)
+    reset = Signal()
+    top = ResetInserter(reset)(dut)
+    rng = np.random.default_rng(11)
+    before = _random_tiles(rng, rows, cols, 8, [5, 6])
+    after = _random_tiles(rng, rows, cols, 8, [4, 1, 7])
+    reset_done = [False]
+
+    async def feed(ctx):
+        beats = list(_operand_beats(before))
+        for beat in beats[:-3]:              # the second tile stops 3 beats short of `last`
+            await stream_put(ctx, dut.operands, beat)
+        await ctx.tick().repeat(2)
+        ctx.set(reset, 1)
+        await ctx.tick()
+        ctx.set(reset, 0)
+        reset_done[0] = True
+        for beat in _operand_beats(after):
+            await stream_put(ctx, dut.operands, beat)
+
+    async def check(ctx):
+        while not reset_done[0]:
+            await ctx.tick()
+        for t, (a, b) in enumerate(after):
+            want = gemm(a, b, dut.acc_width)
+            for i in range(rows):
+                got = await stream_get(ctx, dut.results)
+                assert [int(v) for v in got] == [int(v) for v in want[i]], (t, i)
+        await ctx.tick().repeat(2 * (rows + cols))
+        assert not ctx.get(dut.results.valid), "a row came out that no tile made"
+
+    simulate(top, feed, check, name="systolic_reset_mid_tile")
+
+
+def test_step_flags_are_local_registers():
+    # One copy of a PE's step flags per PE (cores.attributes.LOCAL_REGISTER):
+    # unmarked, synthesis shares one register across each anti-diagonal.
+    dut = SystolicArray(rows=3, cols=4, data_width=8, acc_width=20)
+    text = rtlil.convert(dut)
+    assert text.count(f"attribute \\{LOCAL_REGISTER} 1") == 2 * dut.rows * dut.cols

@@ -17,6 +17,7 @@ import shlex
 
 from ..errors import PlanError
 from ..synthesis import synthesis_commands
+from .floorplan import floorplan_commands
 from .tools import BuildError, run_tool, tool_command
 from .top import BoardTop
 
@@ -93,6 +94,8 @@ def prepare_ecp5(plan, out_dir, *, board=None, baud=None, clk_mhz=None, seed=1):
     # designs without it), not amaranth's one-line synth_ecp5.
     build_plan.files[f"{TOP_NAME}.ys"] = "\n".join([
         f"read_rtlil {TOP_NAME}.il",
+        # The array's multipliers pinned in mesh order (build/floorplan.py).
+        *floorplan_commands(platform.device, plan.rows, plan.cols),
         *synthesis_commands(top=TOP_NAME, family="ecp5", iopads=True),
         f"write_json {TOP_NAME}.json", ""])
     for name in build_plan.files:

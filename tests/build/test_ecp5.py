@@ -6,6 +6,7 @@ import re
 import pytest
 
 from fecaffe_hw.build import BuildError, build_ecp5, parse_nextpnr_report, prepare_ecp5
+from fecaffe_hw.build.floorplan import floorplan_commands
 from fecaffe_hw.compiler import plan_network
 from fecaffe_hw.errors import PlanError
 from fecaffe_hw.synthesis import synthesis_commands
@@ -43,8 +44,10 @@ def test_tree_files_and_pins(plan, tree):
     # The resource estimate's synthesis, ABC9 workaround (splitnets) included.
     ys = (tree.root / "top.ys").read_text().splitlines()
     assert ys == ["read_rtlil top.il",
+                  *floorplan_commands("LFE5U-85F", plan.rows, plan.cols),
                   *synthesis_commands(top="top", family="ecp5", iopads=True),
                   "write_json top.json"]
+    assert sum(line.startswith("setattr -set BEL") for line in ys) == plan.rows * plan.cols
     assert "splitnets" in ys
 
 

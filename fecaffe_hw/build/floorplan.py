@@ -1,0 +1,84 @@
+"""Floorplan of the systolic array on an ECP5's rows of multipliers.
+
+The MULT18X18Ds of an ECP5 sit in a few rows across the die, and the array
+is a 2-D mesh: PE ``(i, j)`` passes its ``a`` operand to ``(i, j + 1)`` and
+its ``b`` operand to ``(i + 1, j)``. Left to itself nextpnr scatters the PEs
+along those rows in no order (on the 10x11 ULX3S plan, neighbours' operand
+nets spanned 25-30 tiles on average, and the route stalled); the array's
+multipliers are then where most of the die's routing goes. This module pins
+each PE's multiplier to a site instead: array row ``i`` takes ``cols``
+consecutive sites of one multiplier row, so an ``a`` hop is one site and a
+``b`` hop ``cols`` sites, and the fabric logic of each PE follows its
+multiplier. The sites go to yosys as each cell's ``BEL`` attribute, which
+nextpnr's placers keep.
+
+Only devices whose multiplier sites are listed in :data:`MULT_SITES` are
+floorplanned; for others :func:`array_floorplan` returns no commands and
+nextpnr places the array alone.
+"""
+
+__all__ = ["MULT_SITES", "mult_sites", "array_floorplan", "floorplan_commands"]
+
+
+def _sites(rows_y, block_x):
+    # Each sysDSP block holds four MULT18X18Ds at columns 0, 1, 4 and 5 of
+    # its nine; nextpnr names them by that column and their index in the block.
+    return [[f"X{x + offset}/Y{y}/MULT18_{offset}" for x in block_x for offset in (0, 1, 4, 5)]
+            for y in rows_y]
+
+
+#: nextpnr device -> its MULT18X18D sites, one list per multiplier row,
+#: each ordered left to right (read from nextpnr's placements of the
+#: LFE5U-85F: 3 rows of 13 blocks, 156 sites; the die's centre column, 67,
+#: has none).
+MULT_SITES = {
+    "LFE5U-85F": _sites((10, 34, 58), (4, 13, 22, 31, 40, 49, 58, 69, 78, 87, 96, 105, 114)),
+}
+
+
+def mult_sites(device):
+    """The multiplier rows of ``device`` (a list of lists of BEL names), or ``None``."""
+    return MULT_SITES.get(device)
+
+
+def array_floorplan(device, rows, cols):
+    """``{(i, j): bel}`` placing a ``rows x cols`` array on ``device``'s
+    multiplier rows, or ``{}`` when the device's sites are unknown or the
+    array does not fit whole rows of it.
+
+    Array rows fill a multiplier row ``floor(sites / cols)`` at a time, each
+    array row ``cols`` consecutive sites; the array is centred in each
+    multiplier row it uses, leaving the sites at both ends to the other
+    multipliers of the SoC.
+    """
+    lines = mult_sites(device)
+    if not lines:
+        return {}
+    per_line = min(len(line) for line in lines) // cols
+    if per_line == 0 or rows > per_line * len(lines):
+        return {}
+    # Spread the array rows evenly over the multiplier rows, the middle
+    # row taking any extra (the die's middle is the closest to the rest).
+    count = [rows // len(lines)] * len(lines)
+    order = sorted(range(len(lines)), key=lambda k: abs(k - (len(lines) - 1) / 2))
+    for k in order[:rows % len(lines)]:
+        count[k] += 1
+    if max(count) > per_line:
+        return {}
+    placement, i = {}, 0
+    for line, n in zip(lines, count):
+        start = (len(line) - n * cols) // 2
+        for r in range(n):
+            for j in range(cols):
+                placement[(i, j)] = line[start + r * cols + j]
+            i += 1
+    return placement
+
+
+def floorplan_commands(device, rows, cols, *, array_path="*.array"):
+    """The yosys commands that give the array's multipliers their sites
+    (:func:`array_floorplan`): one ``setattr`` per PE on the ``MULT18X18D``
+    inside module ``{array_path}.mult_{i}_{j}.dsp``; none if there is no
+    floorplan for ``device``."""
+    return [f'setattr -set BEL "{bel}" {array_path}.mult_{i}_{j}.dsp/t:MULT18X18D'
+            for (i, j), bel in sorted(array_floorplan(device, rows, cols).items())]

@@ -8,16 +8,17 @@ nets spanned 25-30 tiles on average, and the route stalled); the array's
 multipliers are then where most of the die's routing goes. This module pins
 each PE's multiplier to a site instead: array row ``i`` takes ``cols``
 consecutive sites of one multiplier row, so an ``a`` hop is one site and a
-``b`` hop ``cols`` sites, and the fabric logic of each PE follows its
-multiplier. The sites go to yosys as each cell's ``BEL`` attribute, which
-nextpnr's placers keep.
+``b`` hop ``cols`` sites. Only the multipliers are pinned: the placer still
+puts each PE's accumulator where it likes (on the 10x11 plan the product
+nets, multiplier to accumulator, stayed at 21-22 tiles). The sites go to
+yosys as each cell's ``BEL`` attribute, which nextpnr's placers keep.
 
 Only devices whose multiplier sites are listed in :data:`MULT_SITES` are
 floorplanned; for others :func:`array_floorplan` returns no commands and
 nextpnr places the array alone.
 """
 
-__all__ = ["MULT_SITES", "mult_sites", "array_floorplan", "floorplan_commands"]
+__all__ = ["MULT_SITES", "array_floorplan", "floorplan_commands"]
 
 
 def _sites(rows_y, block_x):
@@ -36,11 +37,6 @@ MULT_SITES = {
 }
 
 
-def mult_sites(device):
-    """The multiplier rows of ``device`` (a list of lists of BEL names), or ``None``."""
-    return MULT_SITES.get(device)
-
-
 def array_floorplan(device, rows, cols):
     """``{(i, j): bel}`` placing a ``rows x cols`` array on ``device``'s
     multiplier rows, or ``{}`` when the device's sites are unknown or the
@@ -51,7 +47,7 @@ def array_floorplan(device, rows, cols):
     multiplier row it uses, leaving the sites at both ends to the other
     multipliers of the SoC.
     """
-    lines = mult_sites(device)
+    lines = MULT_SITES.get(device)
     if not lines:
         return {}
     per_line = min(len(line) for line in lines) // cols
@@ -63,8 +59,6 @@ def array_floorplan(device, rows, cols):
     order = sorted(range(len(lines)), key=lambda k: abs(k - (len(lines) - 1) / 2))
     for k in order[:rows % len(lines)]:
         count[k] += 1
-    if max(count) > per_line:
-        return {}
     placement, i = {}, 0
     for line, n in zip(lines, count):
         start = (len(line) - n * cols) // 2

@@ -1,17 +1,24 @@
 """Floorplan of the systolic array on an ECP5's rows of multipliers.
 
-The MULT18X18Ds of an ECP5 sit in a few rows across the die, and the array
-is a 2-D mesh: PE ``(i, j)`` passes its ``a`` operand to ``(i, j + 1)`` and
-its ``b`` operand to ``(i + 1, j)``. Left to itself nextpnr scatters the PEs
-along those rows in no order (on the 10x11 ULX3S plan, neighbours' operand
-nets spanned 25-30 tiles on average, and the route stalled); the array's
-multipliers are then where most of the die's routing goes. This module pins
-each PE's multiplier to a site instead: array row ``i`` takes ``cols``
-consecutive sites of one multiplier row, so an ``a`` hop is one site and a
-``b`` hop ``cols`` sites. Only the multipliers are pinned: the placer still
-puts each PE's accumulator where it likes (on the 10x11 plan the product
-nets, multiplier to accumulator, stayed at 21-22 tiles). The sites go to
-yosys as each cell's ``BEL`` attribute, which nextpnr's placers keep.
+The MULT18X18Ds of an ECP5 sit in a few rows across the die, four to a
+sysDSP block, and the array is a 2-D mesh: PE ``(i, j)`` passes its ``a``
+operand to ``(i, j + 1)`` and its ``b`` operand to ``(i + 1, j)``, and
+column ``j`` drains its accumulators through one bus. Left to itself
+nextpnr scatters the PEs along those rows in no order (on the 10x11 ULX3S
+plan, neighbours' operand nets spanned 25-30 tiles on average, and the
+route stalled); the array's multipliers are then where most of the die's
+routing goes. This module pins each PE's multiplier to a site instead.
+
+When the array's columns fit the blocks of one multiplier row, array column
+``j`` takes block ``j`` of every multiplier row, its rows filling the
+block's four sites and then the same block on the next multiplier row: a
+``b`` hop is one site (or straight up to the next multiplier row), an ``a``
+hop one block, and each column's drain bus stays in one vertical slice of
+the die. Wider arrays go row by row instead: array row ``i`` takes ``cols``
+consecutive sites, an ``a`` hop one site and a ``b`` hop ``cols`` sites.
+Only the multipliers are pinned; the placer puts each PE's fabric logic
+(its accumulator) where it likes. The sites go to yosys as each cell's
+``BEL`` attribute, which nextpnr's placers keep.
 
 Only devices whose multiplier sites are listed in :data:`MULT_SITES` are
 floorplanned; for others :func:`array_floorplan` returns no commands and
@@ -19,6 +26,10 @@ nextpnr places the array alone.
 """
 
 __all__ = ["MULT_SITES", "array_floorplan", "floorplan_commands"]
+
+
+#: MULT18X18Ds in a sysDSP block.
+BLOCK_SITES = 4
 
 
 def _sites(rows_y, block_x):
@@ -37,30 +48,45 @@ MULT_SITES = {
 }
 
 
+def _spread(rows, lines):
+    # Array rows per multiplier row, spread evenly, the middle ones taking
+    # any extra (the die's middle is the closest to the rest of the SoC).
+    count = [rows // lines] * lines
+    order = sorted(range(lines), key=lambda k: abs(k - (lines - 1) / 2))
+    for k in order[:rows % lines]:
+        count[k] += 1
+    return count
+
+
 def array_floorplan(device, rows, cols):
     """``{(i, j): bel}`` placing a ``rows x cols`` array on ``device``'s
     multiplier rows, or ``{}`` when the device's sites are unknown or the
-    array does not fit whole rows of it.
+    array does not fit.
 
-    Array rows fill a multiplier row ``floor(sites / cols)`` at a time, each
-    array row ``cols`` consecutive sites; the array is centred in each
-    multiplier row it uses, leaving the sites at both ends to the other
-    multipliers of the SoC.
+    With ``cols`` no more than a multiplier row's blocks (and ``rows`` no
+    more than four per multiplier row), column ``j`` takes block ``j`` of
+    each multiplier row, centred; otherwise array rows take ``cols``
+    consecutive sites each, as many to a multiplier row as fit, centred.
+    Either way the array rows are spread evenly over the multiplier rows.
     """
     lines = MULT_SITES.get(device)
     if not lines:
         return {}
-    per_line = min(len(line) for line in lines) // cols
+    sites = min(len(line) for line in lines)
+    blocks = sites // BLOCK_SITES
+    placement, i = {}, 0
+    if cols <= blocks and rows <= BLOCK_SITES * len(lines):
+        first = (blocks - cols) // 2
+        for line, n in zip(lines, _spread(rows, len(lines))):
+            for r in range(n):
+                for j in range(cols):
+                    placement[(i, j)] = line[(first + j) * BLOCK_SITES + r]
+                i += 1
+        return placement
+    per_line = sites // cols
     if per_line == 0 or rows > per_line * len(lines):
         return {}
-    # Spread the array rows evenly over the multiplier rows, the middle
-    # row taking any extra (the die's middle is the closest to the rest).
-    count = [rows // len(lines)] * len(lines)
-    order = sorted(range(len(lines)), key=lambda k: abs(k - (len(lines) - 1) / 2))
-    for k in order[:rows % len(lines)]:
-        count[k] += 1
-    placement, i = {}, 0
-    for line, n in zip(lines, count):
+    for line, n in zip(lines, _spread(rows, len(lines))):
         start = (len(line) - n * cols) // 2
         for r in range(n):
             for j in range(cols):

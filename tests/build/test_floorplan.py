@@ -23,21 +23,52 @@ def test_lfe5u_85f_sites():
             assert [_site(bel)[0] - base for bel in line[n:n + 4]] == [0, 1, 4, 5]
 
 
-@pytest.mark.parametrize("rows, cols", [(10, 11), (2, 2), (8, 10), (12, 13), (1, 52)])
-def test_array_rows_take_consecutive_sites(rows, cols):
-    placement = array_floorplan("LFE5U-85F", rows, cols)
+def _index():
+    lines = MULT_SITES["LFE5U-85F"]
+    return {bel: (k, n) for k, line in enumerate(lines) for n, bel in enumerate(line)}
+
+
+def _check_spread(placement, rows, cols):
     assert sorted(placement) == [(i, j) for i in range(rows) for j in range(cols)]
     assert len(set(placement.values())) == rows * cols
-    lines = MULT_SITES["LFE5U-85F"]
-    index = {bel: (k, n) for k, line in enumerate(lines) for n, bel in enumerate(line)}
+    index = _index()
+    used = [sum(index[bel][0] == k for bel in placement.values()) for k in range(3)]
+    # Spread over the multiplier rows, none more than one array row fuller.
+    assert max(used) - min(used) <= cols
+
+
+@pytest.mark.parametrize("rows, cols", [(10, 11), (2, 2), (8, 10), (12, 13), (1, 13)])
+def test_array_columns_take_blocks(rows, cols):
+    placement = array_floorplan("LFE5U-85F", rows, cols)
+    _check_spread(placement, rows, cols)
+    index = _index()
+    for i in range(rows):
+        for j in range(cols):
+            k, n = index[placement[i, j]]
+            if j + 1 < cols:
+                # An `a` hop is the same site of the next block along.
+                assert index[placement[i, j + 1]] == (k, n + 4)
+            if i + 1 < rows:
+                # A `b` hop is the next site of the block, or the first site
+                # of the same block on a later multiplier row.
+                k1, n1 = index[placement[i + 1, j]]
+                assert (k1, n1) in ((k, n + 1), (k + 1, n - n % 4))
+    # Centred: as many blocks unused on the left as on the right, give or take one.
+    left = min(index[bel][1] for bel in placement.values()) // 4
+    right = 13 - 1 - max(index[bel][1] for bel in placement.values()) // 4
+    assert abs(left - right) <= 1
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 52), (4, 20), (2, 26)])
+def test_wide_array_rows_take_consecutive_sites(rows, cols):
+    placement = array_floorplan("LFE5U-85F", rows, cols)
+    _check_spread(placement, rows, cols)
+    index = _index()
     for i in range(rows):
         for j in range(cols - 1):
             # An `a` hop is one site along a multiplier row.
             (k0, n0), (k1, n1) = index[placement[i, j]], index[placement[i, j + 1]]
             assert k0 == k1 and n1 == n0 + 1
-    used = [sum(index[bel][0] == k for bel in placement.values()) for k in range(len(lines))]
-    # Spread over the rows, none more than one array row fuller than another.
-    assert max(used) - min(used) <= cols
 
 
 def test_no_floorplan_when_unknown_or_too_big():

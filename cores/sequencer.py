@@ -365,6 +365,12 @@ class Sequencer(wiring.Component):
         self._rows, self._cols = rows, cols
         self._data_width, self._acc_width = data_width, acc_width
         self._depths = (a_depth, b_depth, c_depth)
+        # The scratchpads validate the depths. Built here, like the engines,
+        # so a test can watch their ports.
+        self._a_buf = Scratchpad(lanes=rows, lane_width=data_width, depth=a_depth)
+        self._b_buf = Scratchpad(lanes=cols, lane_width=data_width, depth=b_depth)
+        self._c_buf = Scratchpad(lanes=cols, lane_width=acc_width, depth=c_depth,
+                                 read_ports=2, transparent=(0,))
         super().__init__({
             "commands": In(stream.Signature(32)),
             "mem": Out(MemoryPort()),
@@ -399,6 +405,10 @@ class Sequencer(wiring.Component):
     a_depth = property(lambda self: self._depths[0])
     b_depth = property(lambda self: self._depths[1])
     c_depth = property(lambda self: self._depths[2])
+    #: The A, B and C scratchpads (:class:`Scratchpad`).
+    a_buf = property(lambda self: self._a_buf)
+    b_buf = property(lambda self: self._b_buf)
+    c_buf = property(lambda self: self._c_buf)
     eltwise = property(lambda self: self._eltwise)
     pool = property(lambda self: self._pool)
     update = property(lambda self: self._update)
@@ -414,10 +424,9 @@ class Sequencer(wiring.Component):
         m.submodules.dma = dma = Dma(rows=rows, cols=cols, data_width=dw, acc_width=aw,
                                      a_depth=a_depth, b_depth=b_depth, c_depth=c_depth,
                                      bias_depth=max(2, rows))
-        m.submodules.a_buf = a_buf = Scratchpad(lanes=rows, lane_width=dw, depth=a_depth)
-        m.submodules.b_buf = b_buf = Scratchpad(lanes=cols, lane_width=dw, depth=b_depth)
-        m.submodules.c_buf = c_buf = Scratchpad(lanes=cols, lane_width=aw, depth=c_depth,
-                                                read_ports=2, transparent=(0,))
+        m.submodules.a_buf = a_buf = self._a_buf
+        m.submodules.b_buf = b_buf = self._b_buf
+        m.submodules.c_buf = c_buf = self._c_buf
         m.submodules.bias_buf = bias_buf = Scratchpad(lanes=1, lane_width=aw,
                                                       depth=max(2, rows))
         elt = self._eltwise
@@ -896,7 +905,9 @@ class Sequencer(wiring.Component):
         advance = ~beat_valid | ops.ready
         m.d.comb += [
             a_rd.addr.eq(feed_a), b_rd.addr.eq(feed_b),
-            a_rd.en.eq(advance), b_rd.en.eq(advance),
+            # Read only while feeding: an idle read may land on a word the
+            # DMA is writing, which a plain scratchpad port leaves undefined.
+            a_rd.en.eq(advance & feeding), b_rd.en.eq(advance & feeding),
             ops.valid.eq(beat_valid),
             ops.payload.a.eq(a_rd.data), ops.payload.b.eq(b_rd.data),
             ops.payload.last.eq(beat_last),

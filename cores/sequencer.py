@@ -369,8 +369,13 @@ class Sequencer(wiring.Component):
         # so a test can watch their ports.
         self._a_buf = Scratchpad(lanes=rows, lane_width=data_width, depth=a_depth)
         self._b_buf = Scratchpad(lanes=cols, lane_width=data_width, depth=b_depth)
+        # Port 0 is the drain's read-modify-write. Its write lands two
+        # cycles after the read (one with a single row), and the next read
+        # of the word comes ``rows`` cycles after; only an array of one or
+        # two rows can meet its own write, so only there is the port
+        # transparent (a transparent port costs a bypass beside each C RAM).
         self._c_buf = Scratchpad(lanes=cols, lane_width=acc_width, depth=c_depth,
-                                 read_ports=2, transparent=(0,))
+                                 read_ports=2, transparent=(0,) if rows < 3 else ())
         super().__init__({
             "commands": In(stream.Signature(32)),
             "mem": Out(MemoryPort()),
@@ -966,8 +971,9 @@ class Sequencer(wiring.Component):
         # output is slow (5.6 ns on ECP5), too slow to add and write back in
         # the same cycle at 75 MHz. The write then lands two cycles after the
         # read; a later tile's read of the same row comes ``rows`` cycles
-        # after this one's, so with two rows or more it sees the write (in the
-        # same cycle through the transparent port at worst). A one-row array
+        # after this one's, so with three rows or more it sees the write in
+        # the RAM, with two in the same cycle through the transparent port
+        # (the only case that needs one, see ``__init__``). A one-row array
         # keeps the single-cycle read-add-write.
         staged = rows >= 2
         if staged:

@@ -332,16 +332,17 @@ class Dma(wiring.Component):
         # block RAM clock-to-out, the depth-cascade mux of a deep C and the
         # lane OR tree do not fit one cycle across the chip at 10x11.
         q_valid = Signal()
-        q_word = Signal.like(self.c_read.data)
+        q_word = Signal.like(self.c_read.data, reset_less=True)
         q_pick = [Signal(self.cols, name=f"q_pick{s}") for s in range(per_word)]
         q_slot = Signal.like(el_slot)
         q_last = Signal()
         x_valid = Signal()
-        x_ext = [Signal(signed(aw), name=f"x_ext{s}") for s in range(per_word)]
+        x_ext = [Signal(signed(aw), name=f"x_ext{s}", reset_less=True) for s in range(per_word)]
         x_slot = Signal.like(el_slot)
         x_last = Signal()
         y_valid = Signal()
-        y_sum = [Signal(signed(aw + 2), name=f"y_sum{s}") for s in range(per_word)]
+        y_sum = [Signal(signed(aw + 2), name=f"y_sum{s}", reset_less=True)
+                 for s in range(per_word)]
         y_slot = Signal.like(el_slot)
         y_last = Signal()
         pack = Signal(32)

@@ -672,14 +672,14 @@ class FmapDma(wiring.Component):
         # clock-to-out (5.6 ns on ECP5), the depth-cascade mux of a deep C
         # and a lane mux across the chip do not fit one cycle at 10x11.
         c_valid = Signal()
-        c_word = Signal.like(self.c_read.data)
+        c_word = Signal.like(self.c_read.data, reset_less=True)
         c_lane = Signal(lane_bits)
         c_meta = Signal(meta)
         x_valid = Signal()
-        x_val = Signal(signed(aw))
+        x_val = Signal(signed(aw), reset_less=True)
         x_meta = Signal(meta)
         y_valid = Signal()
-        y_sum = Signal(signed(aw + 2))
+        y_sum = Signal(signed(aw + 2), reset_less=True)
         y_meta = Signal(meta)
         s_valid = Signal()
         s_val = Signal(signed(16))

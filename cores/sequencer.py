@@ -536,7 +536,8 @@ class Sequencer(wiring.Component):
         decoded = stages[-1]
 
         def _decoded(value, name):
-            reg = Signal.like(value, name=f"dec_{name}")
+            # Not reset: nothing reads it before ``decoded`` rises.
+            reg = Signal.like(value, name=f"dec_{name}", reset_less=True)
             m.d.sync += reg.eq(value)
             return reg
 
@@ -856,7 +857,7 @@ class Sequencer(wiring.Component):
             add a second command register per unit for a stall that cannot
             happen. A lost command would show in every end-to-end test."""
             valid = Signal(name=f"{name}_issued")
-            cmd = Signal.like(payload, name=f"{name}_issued_cmd")
+            cmd = Signal.like(payload, name=f"{name}_issued_cmd", reset_less=True)
             m.d.sync += [valid.eq(start), cmd.eq(payload)]
             m.d.comb += [port.valid.eq(valid), port.payload.eq(cmd)]
 
@@ -956,9 +957,11 @@ class Sequencer(wiring.Component):
         m.d.comb += [c_rd.en.eq(take), tiles.r_en.eq(take & (drow == rows - 1)),
                      bias_rd.addr.eq(drow), bias_rd.en.eq(take)]
         s1_valid = Signal()
-        s1_row = Signal.like(res.payload)
-        s1_addr = Signal(range(c_depth))
-        s1_mask = Signal(cols)
+        # The stages' data is not reset (their valid bits are): the sequencer's
+        # reset reached some 10k flip-flops across the die on the 10x11 plan.
+        s1_row = Signal.like(res.payload, reset_less=True)
+        s1_addr = Signal(range(c_depth), reset_less=True)
+        s1_mask = Signal(cols, reset_less=True)
         s1_acc = Signal()
         s1_bias = Signal()
         m.d.sync += s1_valid.eq(take & (drow < cur.m))
@@ -978,11 +981,11 @@ class Sequencer(wiring.Component):
         staged = rows >= 2
         if staged:
             s2_valid = Signal()
-            s2_row = Signal.like(res.payload)
-            s2_addr = Signal(range(c_depth))
-            s2_mask = Signal(cols)
-            s2_c = Signal.like(c_rd.data)
-            s2_bias = Signal.like(bias_rd.data[0])
+            s2_row = Signal.like(res.payload, reset_less=True)
+            s2_addr = Signal(range(c_depth), reset_less=True)
+            s2_mask = Signal(cols, reset_less=True)
+            s2_c = Signal.like(c_rd.data, reset_less=True)
+            s2_bias = Signal.like(bias_rd.data[0], reset_less=True)
             m.d.sync += s2_valid.eq(s1_valid)
             with m.If(s1_valid):
                 m.d.sync += [s2_row.eq(s1_row), s2_addr.eq(s1_addr), s2_mask.eq(s1_mask),

@@ -966,10 +966,13 @@ class Sequencer(wiring.Component):
         s1_bias = Signal()
         m.d.sync += s1_valid.eq(take & (drow < cur.m))
         with m.If(take):
-            m.d.sync += [drow.eq(Mux(drow == rows - 1, 0, drow + 1)), s1_row.eq(res.payload),
-                         s1_addr.eq(cur.c_word + drow), s1_acc.eq(cur.accumulate),
-                         s1_bias.eq(cur.bias),
-                         s1_mask.eq(Cat(j < cur.n for j in range(cols)))]
+            m.d.sync += drow.eq(Mux(drow == rows - 1, 0, drow + 1))
+        # The stages' data registers load every cycle, read only under their
+        # valid bits: an enable on them fanned ``s1_valid`` out to some 900
+        # flip-flops beside the C block RAMs.
+        m.d.sync += [s1_row.eq(res.payload), s1_addr.eq(cur.c_word + drow),
+                     s1_acc.eq(cur.accumulate), s1_bias.eq(cur.bias),
+                     s1_mask.eq(Cat(j < cur.n for j in range(cols)))]
         # The C and bias reads are registered before the add: a block RAM's
         # output is slow (5.6 ns on ECP5), too slow to add and write back in
         # the same cycle at 75 MHz. The write then lands two cycles after the
@@ -986,11 +989,10 @@ class Sequencer(wiring.Component):
             s2_mask = Signal(cols, reset_less=True)
             s2_c = Signal.like(c_rd.data, reset_less=True)
             s2_bias = Signal.like(bias_rd.data[0], reset_less=True)
-            m.d.sync += s2_valid.eq(s1_valid)
-            with m.If(s1_valid):
-                m.d.sync += [s2_row.eq(s1_row), s2_addr.eq(s1_addr), s2_mask.eq(s1_mask),
-                             s2_c.eq(Mux(s1_acc, c_rd.data, 0)),
-                             s2_bias.eq(Mux(s1_bias, bias_rd.data[0], 0))]
+            m.d.sync += [s2_valid.eq(s1_valid),
+                         s2_row.eq(s1_row), s2_addr.eq(s1_addr), s2_mask.eq(s1_mask),
+                         s2_c.eq(Mux(s1_acc, c_rd.data, 0)),
+                         s2_bias.eq(Mux(s1_bias, bias_rd.data[0], 0))]
             w_valid, w_row, w_addr, w_mask = s2_valid, s2_row, s2_addr, s2_mask
             w_c, w_bias = s2_c, s2_bias
         else:

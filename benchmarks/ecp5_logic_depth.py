@@ -26,7 +26,10 @@ It reads either netlist of a build (``fecaffe-hw generate ... --build -o DIR``):
 For each of the ``--top`` worst endpoints (one per register) it prints the
 nominal delay, the endpoint and the Amaranth signals the path's cells are
 named after, with their tiles when placed (``*`` marks a multiplier). Use it
-to find where time goes; the routed report is the real figure.
+to find where time goes; the routed report is the real figure. With nextpnr's
+own delays (estimates after placement, routed ones after routing),
+``python -m fecaffe_hw.build.timing top.sdf --period NS`` ranks every failing
+endpoint from the SDF file the build writes (or ``--no-route --sdf``).
 
     python benchmarks/ecp5_logic_depth.py NETLIST_JSON [--top 15] [--route 0.9] [--per-tile 0.08]
 """

@@ -190,6 +190,7 @@ def _board_build(plan, out, info, steps, *, link):
             "constraint_mhz": result.constraint_mhz,
             "meets_timing": result.meets_timing,
             "critical_paths": result.critical_paths,
+            "failing_paths": result.failing_paths,
             "utilization": result.utilization,
             "logs": {tool: str(path) for tool, path in result.logs.items()},
         }
@@ -244,6 +245,12 @@ def _report_markdown(summary, info):
         lines.append(f"- critical path {path['from']} -> {path['to']}: {path['delay_ns']} ns, "
                      f"{path['logic_levels']} logic levels, `{path['start']}` -> "
                      f"`{path['end']}`")
+    failing = build.get("failing_paths", [])
+    if failing:
+        lines += ["", "## Failing paths (nextpnr's SDF, worst first)", "",
+                  "| delay | routing | endpoints | from | to |", "|---:|---:|---:|---|---|"]
+        lines += [f"| {g['delay_ns']:.2f} ns | {g['routing_ns']:.2f} ns | {g['count']} "
+                  f"| `{g['source']}` | `{g['endpoint']}` |" for g in failing]
     lines += ["", "## Schedule", "", "| phase | commands | MACs | estimated cycles |",
               "|---|---:|---:|---:|"]
     for phase, figures in summary["schedule"].items():

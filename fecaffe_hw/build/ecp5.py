@@ -17,7 +17,9 @@ import shlex
 
 from ..errors import PlanError
 from ..synthesis import synthesis_commands
+from . import timing
 from .floorplan import floorplan_commands
+from .timing import cell_signal
 from .tools import BuildError, run_tool, tool_command
 from .top import BoardTop
 
@@ -26,6 +28,9 @@ __all__ = ["Ecp5Tree", "BuildResult", "prepare_ecp5", "build_ecp5", "parse_nextp
 
 #: Name of the top module and stem of every generated file.
 TOP_NAME = "top"
+
+#: Groups of failing endpoints a :class:`BuildResult` keeps.
+FAILING_GROUPS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +55,10 @@ class BuildResult:
     ``fmax_mhz``: clock net -> achieved MHz; ``constraint_mhz``: clock net ->
     the target; ``utilization``: nextpnr cell type -> ``{"used", "available"}``;
     ``critical_paths``: one summary per clock pair (from, to, delay in ns,
-    start and end cells); ``logs``: tool -> log path.
+    start and end cells); ``failing_paths``: when a target is missed, the
+    worst :data:`FAILING_GROUPS` groups of failing endpoints
+    (:func:`~fecaffe_hw.build.timing.failing_groups`, as dicts); ``logs``:
+    tool -> log path.
     """
     bitstream: pathlib.Path
     fmax_mhz: dict
@@ -59,6 +67,7 @@ class BuildResult:
     critical_paths: list
     logs: dict
     report: pathlib.Path
+    failing_paths: list = dataclasses.field(default_factory=list)
 
     @property
     def meets_timing(self):
@@ -120,6 +129,9 @@ def prepare_ecp5(plan, out_dir, *, board=None, baud=None, clk_mhz=None, seed=1):
          "--speed", str(platform.speed), "--seed", str(seed),
          "--json", f"{TOP_NAME}.json", "--lpf", f"{TOP_NAME}.lpf",
          "--textcfg", f"{TOP_NAME}.config", "--report", "nextpnr-report.json",
+         # Every connection's delay, for the ranking of all failing endpoints
+         # (fecaffe_hw.build.timing); nextpnr's report names one path.
+         "--sdf", f"{TOP_NAME}.sdf",
          # The electrostatic placer spreads the array's neighbours around the
          # DSP rows: the largest ULX3S plan (10x11, 139 of 156 MULT18X18D)
          # routes in about half an hour with it; with the default placer
@@ -160,17 +172,18 @@ def build_ecp5(plan, out_dir, *, board=None, baud=None, clk_mhz=None, seed=1, ti
     bitstream = tree.root / f"{TOP_NAME}.bit"
     if not bitstream.is_file() or bitstream.stat().st_size == 0:
         raise BuildError(f"ecppack wrote no bitstream (see {tree.logs['ecppack']})")
-    return BuildResult(bitstream=bitstream, logs=dict(tree.logs), report=report, **parsed)
-
-
-def cell_signal(cell):
-    """The Amaranth signal a yosys or nextpnr cell is named after (``"?"`` for
-    none): the cell name up to the suffix technology mapping added."""
-    if not cell:
-        return "?"
-    for marker in ("_TRELLIS", "_LUT4", "_CCU2C", "_PFUMX", "_L6MUX21", "_MULT18", "$"):
-        cell = cell.split(marker)[0]
-    return cell
+    result = BuildResult(bitstream=bitstream, logs=dict(tree.logs), report=report, **parsed)
+    if result.meets_timing or not result.fmax_mhz:
+        return result
+    sdf = tree.root / f"{TOP_NAME}.sdf"
+    period = 1000 / min(result.constraint_mhz.values())
+    try:
+        graph = timing.parse_sdf(sdf.read_text(), path=sdf)
+    except OSError as error:
+        raise BuildError(f"{sdf}: cannot read nextpnr's SDF ({error.strerror})") from None
+    groups, _ = timing.failing_groups(graph, period)
+    return dataclasses.replace(result, failing_paths=[
+        dataclasses.asdict(group) for group in groups[:FAILING_GROUPS]])
 
 
 def parse_nextpnr_report(path):

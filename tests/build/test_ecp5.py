@@ -100,6 +100,8 @@ def test_commands(tree):
     assert ecppack[-1] == "top.bit"
     script = (tree.root / "build.sh").read_text()
     assert "--report nextpnr-report.json" in script and "> nextpnr.log 2>&1" in script
+    # The SDF behind BuildResult.failing_paths.
+    assert nextpnr[nextpnr.index("--sdf") + 1] == "top.sdf"
     # yosys writes its own log (its console stops at the in-process ABC).
     assert yosys[yosys.index("-l") + 1] == "yosys.log"
     assert "top.ys > yosys-console.log 2>&1" in script

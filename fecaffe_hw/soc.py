@@ -281,8 +281,12 @@ class Soc(wiring.Component):
         m.d.sync += sequencer.lfsr_load.eq(
             bank.bus.w_stb & (bank.bus.addr == register("LFSR_SEED").word_address))
 
-        # Performance counters, straight from the units that do the work.
-        increments = sequencer.counters
+        # Performance counters, from the units that do the work through a
+        # register: the increments are decoded all over the sequencer, and
+        # on the 10x11 ULX3S plan their paths into the CSR bank's adders
+        # crossed the die. A count trails its event by a cycle.
+        increments = Signal.like(sequencer.counters, name="counter_increments")
+        m.d.sync += increments.eq(sequencer.counters)
         m.d.comb += [
             bank.counter("CYCLES").eq(1),
             bank.counter("BUSY_CYCLES").eq(increments.busy),

@@ -14,7 +14,7 @@ the DMA fill one half while the array reads the other (see
 and any split (halves, thirds, one big tile) uses the same hardware.
 """
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -53,13 +53,7 @@ class Scratchpad(wiring.Component):
     ``read_ports`` read ports ``read0``, ``read1``, ... (``In(ScratchpadRead)``,
     one cycle latency). Read ports listed in ``transparent`` return the value
     written in the same cycle to the same word (a read-modify-write pipeline
-    needs this when it touches one word on consecutive cycles). The others
-    must not read a word in the cycle it is written: the sequencer's hazard
-    check keeps their readers off the words being written (the simulator
-    returns the old word; the hardware's value is undefined). That frees
-    synthesis from building a read-first bypass, a delayed write and an
-    address compare beside every block RAM (on ECP5 the compare led the
-    10x11 plan's critical path).
+    needs this when it touches one word on consecutive cycles).
 
     Parameters: ``lanes`` 1..256, ``lane_width`` 1..64, ``depth`` >= 2,
     ``read_ports`` >= 1.
@@ -88,32 +82,16 @@ class Scratchpad(wiring.Component):
     lanes = property(lambda self: self._lanes)
     lane_width = property(lambda self: self._lane_width)
     depth = property(lambda self: self._depth)
-    read_ports = property(lambda self: self._read_ports)
-    #: Indices of the transparent read ports.
-    transparent = property(lambda self: self._transparent)
 
     def elaborate(self, platform):
         m = Module()
-        # ``no_rw_check`` tells yosys a collision's value does not matter.
-        # It acts on read ports it builds from an asynchronous read and the
-        # register after it (``memory_dff``), so the non-transparent ports
-        # are written that way; the transparent ones stay synchronous ports.
         m.submodules.mem = mem = Memory(
-            shape=self.lanes * self.lane_width, depth=self.depth, init=[],
-            attrs={"no_rw_check": 1})
+            shape=self.lanes * self.lane_width, depth=self.depth, init=[])
         wr = mem.write_port(granularity=self.lane_width)
         m.d.comb += [wr.addr.eq(self.write.addr), wr.data.eq(self.write.data),
                      wr.en.eq(self.write.en)]
         for i in range(self._read_ports):
             port = getattr(self, f"read{i}")
-            if i in self._transparent:
-                rd = mem.read_port(transparent_for=(wr,))
-                m.d.comb += [rd.addr.eq(port.addr), rd.en.eq(port.en), port.data.eq(rd.data)]
-            else:
-                rd = mem.read_port(domain="comb")
-                # Not reset, like a synchronous port's data.
-                data_reg = Signal.like(port.data, name=f"read{i}_data", reset_less=True)
-                m.d.comb += [rd.addr.eq(port.addr), port.data.eq(data_reg)]
-                with m.If(port.en):
-                    m.d.sync += data_reg.eq(rd.data)
+            rd = mem.read_port(transparent_for=(wr,) if i in self._transparent else ())
+            m.d.comb += [rd.addr.eq(port.addr), rd.en.eq(port.en), port.data.eq(rd.data)]
         return m

@@ -365,15 +365,14 @@ class Sequencer(wiring.Component):
         self._rows, self._cols = rows, cols
         self._data_width, self._acc_width = data_width, acc_width
         self._depths = (a_depth, b_depth, c_depth)
-        # The scratchpads validate the depths. Built here, like the engines,
-        # so a test can watch their ports.
+        # The scratchpads validate the depths.
         self._a_buf = Scratchpad(lanes=rows, lane_width=data_width, depth=a_depth)
         self._b_buf = Scratchpad(lanes=cols, lane_width=data_width, depth=b_depth)
         # Port 0 is the drain's read-modify-write. Its write lands two
         # cycles after the read (one with a single row), and the next read
         # of the word comes ``rows`` cycles after; only an array of one or
-        # two rows can meet its own write, so only there is the port
-        # transparent (a transparent port costs a bypass beside each C RAM).
+        # two rows can meet its own write, so only there must the port be
+        # transparent (elsewhere it returns the old word, like port 1).
         self._c_buf = Scratchpad(lanes=cols, lane_width=acc_width, depth=c_depth,
                                  read_ports=2, transparent=(0,) if rows < 3 else ())
         super().__init__({
@@ -410,10 +409,6 @@ class Sequencer(wiring.Component):
     a_depth = property(lambda self: self._depths[0])
     b_depth = property(lambda self: self._depths[1])
     c_depth = property(lambda self: self._depths[2])
-    #: The A, B and C scratchpads (:class:`Scratchpad`).
-    a_buf = property(lambda self: self._a_buf)
-    b_buf = property(lambda self: self._b_buf)
-    c_buf = property(lambda self: self._c_buf)
     eltwise = property(lambda self: self._eltwise)
     pool = property(lambda self: self._pool)
     update = property(lambda self: self._update)
@@ -911,8 +906,8 @@ class Sequencer(wiring.Component):
         advance = ~beat_valid | ops.ready
         m.d.comb += [
             a_rd.addr.eq(feed_a), b_rd.addr.eq(feed_b),
-            # Read only while feeding: an idle read may land on a word the
-            # DMA is writing, which a plain scratchpad port leaves undefined.
+            # Read only while feeding: an idle read is a block RAM access
+            # for nothing (and met the DMA's writes to word 0).
             a_rd.en.eq(advance & feeding), b_rd.en.eq(advance & feeding),
             ops.valid.eq(beat_valid),
             ops.payload.a.eq(a_rd.data), ops.payload.b.eq(b_rd.data),

@@ -129,25 +129,6 @@ def handshake_monitor(channels, transfers):
     return monitor
 
 
-def scratchpad_collision_monitor(scratchpads, collisions):
-    """A process (for ``simulate(processes=...)``) appending ``(name, addr)``
-    to ``collisions`` for every cycle in which a non-transparent read port of
-    one of ``scratchpads`` (``{name: Scratchpad}``) reads the word being
-    written: the hardware's value is undefined there (see ``Scratchpad``)."""
-    checks = [(name, buf.write, getattr(buf, f"read{i}"))
-              for name, buf in scratchpads.items()
-              for i in range(buf.read_ports) if i not in buf.transparent]
-    signals = [x for _, wr, rd in checks for x in (wr.addr, wr.en, rd.addr, rd.en)]
-
-    async def monitor(ctx):
-        async for _clk, _rst, *values in ctx.tick().sample(*signals):
-            for k, (name, _, _) in enumerate(checks):
-                w_addr, w_en, r_addr, r_en = values[4 * k:4 * k + 4]
-                if w_en and r_en and w_addr == r_addr:
-                    collisions.append((name, w_addr))
-    return monitor
-
-
 def _bits(payload):
     # Struct and array payloads come back as ``data.Const``; compare their bits.
     return payload.as_value().value if hasattr(payload, "as_value") else payload

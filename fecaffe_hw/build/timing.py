@@ -76,6 +76,10 @@ def parse_sdf(text, *, path="<sdf>"):
     """The :class:`TimingGraph` of an SDF file's text (nextpnr's dialect)."""
     if "(DELAYFILE" not in text:
         raise SdfError(f"{path}: not an SDF file (no DELAYFILE)")
+    if text.count("(") != text.count(")"):
+        # Read while nextpnr still writes it, or cut short: a partial
+        # ranking would look like a real one.
+        raise SdfError(f"{path}: truncated (unbalanced parentheses)")
     edges, launch, setup = collections.defaultdict(list), {}, {}
     for part in text.split("(CELL\n")[1:]:
         head = _CELL_HEAD.match(part)

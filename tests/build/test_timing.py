@@ -92,9 +92,12 @@ def test_command_line(tmp_path, capsys):
     assert main([str(tmp_path / "missing.sdf"), "--period", "1"]) == 2
     (tmp_path / "bad.sdf").write_text("module top; endmodule\n")
     assert main([str(tmp_path / "bad.sdf"), "--period", "1"]) == 2
+    (tmp_path / "cut.sdf").write_text(SDF[:len(SDF) // 2])
+    assert main([str(tmp_path / "cut.sdf"), "--period", "1"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [f"error: {tmp_path / 'missing.sdf'}: cannot read (No such file or directory)",
-                   f"error: {tmp_path / 'bad.sdf'}: not an SDF file (no DELAYFILE)"]
+                   f"error: {tmp_path / 'bad.sdf'}: not an SDF file (no DELAYFILE)",
+                   f"error: {tmp_path / 'cut.sdf'}: truncated (unbalanced parentheses)"]
 
 
 VERILOG = """

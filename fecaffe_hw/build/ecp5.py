@@ -17,9 +17,7 @@ import shlex
 
 from ..errors import PlanError
 from ..synthesis import synthesis_commands
-from . import timing
 from .floorplan import floorplan_commands
-from .timing import cell_signal
 from .tools import BuildError, run_tool, tool_command
 from .top import BoardTop
 
@@ -175,6 +173,7 @@ def build_ecp5(plan, out_dir, *, board=None, baud=None, clk_mhz=None, seed=1, ti
     result = BuildResult(bitstream=bitstream, logs=dict(tree.logs), report=report, **parsed)
     if result.meets_timing or not result.fmax_mhz:
         return result
+    from . import timing   # not at the top: python -m fecaffe_hw.build.timing
     sdf = tree.root / f"{TOP_NAME}.sdf"
     period = 1000 / min(result.constraint_mhz.values())
     try:
@@ -184,6 +183,16 @@ def build_ecp5(plan, out_dir, *, board=None, baud=None, clk_mhz=None, seed=1, ti
     groups, _ = timing.failing_groups(graph, period)
     return dataclasses.replace(result, failing_paths=[
         dataclasses.asdict(group) for group in groups[:FAILING_GROUPS]])
+
+
+def cell_signal(cell):
+    """The Amaranth signal a yosys or nextpnr cell is named after (``"?"`` for
+    none): the cell name up to the suffix technology mapping added."""
+    if not cell:
+        return "?"
+    for marker in ("_TRELLIS", "_LUT4", "_CCU2C", "_PFUMX", "_L6MUX21", "_MULT18", "$"):
+        cell = cell.split(marker)[0]
+    return cell
 
 
 def parse_nextpnr_report(path):

@@ -8,7 +8,7 @@ connection's delay (``INTERCONNECT``; after ``--no-route``, its estimates).
 :func:`failing_groups` runs a longest-path pass over that graph from the
 clocked outputs (an ``IOPATH`` from a ``CLK`` pin) to the pins with a setup
 time, and groups the endpoints over a period by the signals their paths
-start and end at (:func:`cell_signal`, bit indices
+start and end at (:func:`~fecaffe_hw.build.ecp5.cell_signal`, bit indices
 dropped).
 
 One clock is assumed (the SoC's); clock and reset arrival skew is not
@@ -27,7 +27,7 @@ import sys
 
 from ..errors import FecaffeError
 
-__all__ = ["TimingGraph", "PathGroup", "cell_signal", "parse_sdf", "failing_groups", "main"]
+__all__ = ["TimingGraph", "PathGroup", "parse_sdf", "failing_groups", "main"]
 
 
 class SdfError(FecaffeError):
@@ -125,17 +125,10 @@ def _cell(pin):
     return pin.rsplit("/", 1)[0]
 
 
-def cell_signal(cell):
-    """The Amaranth signal a yosys or nextpnr cell is named after (``"?"`` for
-    none): the cell name up to the suffix technology mapping added."""
-    if not cell:
-        return "?"
-    for marker in ("_TRELLIS", "_LUT4", "_CCU2C", "_PFUMX", "_L6MUX21", "_MULT18", "$"):
-        cell = cell.split(marker)[0]
-    return cell
-
-
 def _signal(cell):
+    # Imported here: ``fecaffe_hw.build`` imports ecp5, so a module-level
+    # import would load this module before ``python -m`` runs it.
+    from .ecp5 import cell_signal
     return re.sub(r"\[\d+\]", "", cell_signal(cell))
 
 

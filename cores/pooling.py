@@ -226,8 +226,7 @@ class Pooling(_Geometry, wiring.Component):
     (``RNE(sum / pool_size)``), in the same order.
 
     Throughput one window per cycle; latency MAX 2 cycles (reduce, select),
-    AVE 6 (sum, operands by the multipliers, two multiply stages, the
-    rounding decision, its add).
+    AVE 5 (sum, two multiply stages, the rounding decision, its add).
     ``data_shape`` must be signed, 2..32 bits.
     """
 
@@ -247,7 +246,7 @@ class Pooling(_Geometry, wiring.Component):
         kw = self._kernel[1]
         # All stages move together: one valid bit each, stalled by the output.
         valid = [Signal(name=f"valid{i + 1}")
-                 for i in range(2 if self._kind is PoolKind.MAX else 6)]
+                 for i in range(2 if self._kind is PoolKind.MAX else 5)]
         advance = ~valid[-1] | self.pooled.ready
         m.d.comb += [self.windows.ready.eq(advance), self.pooled.valid.eq(valid[-1])]
         take = self.windows.valid & advance
@@ -286,20 +285,7 @@ class Pooling(_Geometry, wiring.Component):
                     m.d.sync += reciprocal.eq(self._reciprocal_at(divider, y0, x0))
             with m.If(advance):
                 m.d.sync += total.eq(sum(window[i] for i in range(self.area)))
-            # The multipliers' operands are registered again: the multipliers
-            # go wherever DSP sites are free (on the 10x11 ULX3S plan, at
-            # the die's edge), and the hop from the sum and the reciprocal
-            # table plus the multiply and the hop back did not fit a cycle
-            # (14.7 ns routed). These registers can sit by the multipliers.
-            total2 = Signal.like(total, name="divide_dividend_in")
-            with m.If(advance):
-                m.d.sync += total2.eq(total)
-            if reciprocal is not None:
-                reciprocal2 = Signal.like(reciprocal, name="divide_reciprocal_in")
-                with m.If(advance):
-                    m.d.sync += reciprocal2.eq(reciprocal)
-                reciprocal = reciprocal2
-            whole, up = _divide(m, divider, total2, size, (advance, advance),
+            whole, up = _divide(m, divider, total, size, (advance, advance),
                                 reciprocal=reciprocal)
             # The rounding decision (the tie window's compares) and its add
             # take a cycle each: together, placed beside the multipliers'

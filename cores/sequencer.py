@@ -365,16 +365,6 @@ class Sequencer(wiring.Component):
         self._rows, self._cols = rows, cols
         self._data_width, self._acc_width = data_width, acc_width
         self._depths = (a_depth, b_depth, c_depth)
-        # The scratchpads validate the depths.
-        self._a_buf = Scratchpad(lanes=rows, lane_width=data_width, depth=a_depth)
-        self._b_buf = Scratchpad(lanes=cols, lane_width=data_width, depth=b_depth)
-        # Port 0 is the drain's read-modify-write. Its write lands two
-        # cycles after the read (one with a single row), and the next read
-        # of the word comes ``rows`` cycles after; only an array of one or
-        # two rows can meet its own write, so only there must the port be
-        # transparent (elsewhere it returns the old word, like port 1).
-        self._c_buf = Scratchpad(lanes=cols, lane_width=acc_width, depth=c_depth,
-                                 read_ports=2, transparent=(0,) if rows < 3 else ())
         super().__init__({
             "commands": In(stream.Signature(32)),
             "mem": Out(MemoryPort()),
@@ -424,9 +414,16 @@ class Sequencer(wiring.Component):
         m.submodules.dma = dma = Dma(rows=rows, cols=cols, data_width=dw, acc_width=aw,
                                      a_depth=a_depth, b_depth=b_depth, c_depth=c_depth,
                                      bias_depth=max(2, rows))
-        m.submodules.a_buf = a_buf = self._a_buf
-        m.submodules.b_buf = b_buf = self._b_buf
-        m.submodules.c_buf = c_buf = self._c_buf
+        m.submodules.a_buf = a_buf = Scratchpad(lanes=rows, lane_width=dw, depth=a_depth)
+        m.submodules.b_buf = b_buf = Scratchpad(lanes=cols, lane_width=dw, depth=b_depth)
+        # Port 0 is the drain's read-modify-write. Its write lands two
+        # cycles after the read (one with a single row), and the next read
+        # of the word comes ``rows`` cycles after; only an array of one or
+        # two rows can meet its own write, so only there must the port be
+        # transparent (elsewhere it returns the old word, like port 1).
+        m.submodules.c_buf = c_buf = Scratchpad(lanes=cols, lane_width=aw, depth=c_depth,
+                                                read_ports=2,
+                                                transparent=(0,) if rows < 3 else ())
         m.submodules.bias_buf = bias_buf = Scratchpad(lanes=1, lane_width=aw,
                                                       depth=max(2, rows))
         elt = self._eltwise

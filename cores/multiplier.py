@@ -92,6 +92,12 @@ class Multiplier(wiring.Component):
         The exact product of ``a`` and ``b`` as they were :attr:`latency`
         cycles before.
 
+    en : In(1), with ``enable=True`` only
+        Every register of the multiplier (the DSP's own included, through its
+        clock enable) takes its input only while ``en`` is high, so it can
+        be a stage of a pipeline that stalls: a product is then
+        :attr:`latency` enabled cycles late.
+
     Latency two cycles (one with ``input_registers=False``, for operands
     that are registers already), one product per cycle. The registers reset
     to zero with the ``sync`` domain.
@@ -118,21 +124,21 @@ class Multiplier(wiring.Component):
     same source as ``a`` or ``b`` is merged with the operand register there.
     """
 
-    def __init__(self, *, a_shape, b_shape, input_registers=True):
+    def __init__(self, *, a_shape, b_shape, input_registers=True, enable=False):
         a_shape, b_shape = Shape.cast(a_shape), Shape.cast(b_shape)
         for name, shape in (("a_shape", a_shape), ("b_shape", b_shape)):
             if shape.width < 1:
                 raise ValueError(f"Multiplier {name} must be at least 1 bit wide, not {shape!r}")
-        if not isinstance(input_registers, bool):
-            raise TypeError(f"input_registers must be a bool, not {input_registers!r}")
+        _check_bool("input_registers", input_registers)
+        _check_bool("enable", enable)
         self._a_shape, self._b_shape = a_shape, b_shape
         self._input_registers = input_registers
+        self._enable = enable
         product = Shape(a_shape.width + b_shape.width, a_shape.signed or b_shape.signed)
-        super().__init__({
-            "a": In(a_shape),
-            "b": In(b_shape),
-            "p": Out(product),
-        })
+        members = {"a": In(a_shape), "b": In(b_shape), "p": Out(product)}
+        if enable:
+            members["en"] = In(1)
+        super().__init__(members)
 
     @property
     def a_shape(self):
@@ -145,6 +151,10 @@ class Multiplier(wiring.Component):
     @property
     def input_registers(self):
         return self._input_registers
+
+    @property
+    def enable(self):
+        return self._enable
 
     @property
     def latency(self):
@@ -163,16 +173,21 @@ class Multiplier(wiring.Component):
             for a_offset, a_shape in _pieces(self._a_shape):
                 for b_offset, b_shape in _pieces(self._b_shape):
                     part = Multiplier(a_shape=a_shape, b_shape=b_shape,
-                                      input_registers=self._input_registers)
+                                      input_registers=self._input_registers,
+                                      enable=self._enable)
                     m.submodules[f"part_{a_offset}_{b_offset}"] = part
                     m.d.comb += [
                         part.a.eq(self.a[a_offset:a_offset + a_shape.width]),
                         part.b.eq(self.b[b_offset:b_offset + b_shape.width]),
                     ]
+                    if self._enable:
+                        m.d.comb += part.en.eq(self.en)
                     terms.append(part.p << (a_offset + b_offset))
-            m.d.sync += self.p.eq(_balanced_sum(terms))
+            with m.If(self.en if self._enable else 1):
+                m.d.sync += self.p.eq(_balanced_sum(terms))
         elif getattr(platform, "family", None) == "ecp5":
-            m.submodules.dsp = dsp = Mult18x18d(input_registers=self._input_registers)
+            m.submodules.dsp = dsp = Mult18x18d(input_registers=self._input_registers,
+                                                enable=self._enable)
             # Both ports sign-extended: an unsigned operand is at most 17 bits
             # here, so it stays non-negative as a signed 18-bit value.
             m.d.comb += [
@@ -180,17 +195,29 @@ class Multiplier(wiring.Component):
                 dsp.b.eq(self.b),
                 self.p.eq(dsp.p),
             ]
-        elif self._input_registers:
-            a = Signal(self._a_shape, name="a_reg")
-            b = Signal(self._b_shape, name="b_reg")
-            m.d.sync += [
-                a.eq(self.a),
-                b.eq(self.b),
-                self.p.eq(a * b),
-            ]
+            if self._enable:
+                m.d.comb += dsp.en.eq(self.en)
         else:
-            m.d.sync += self.p.eq(self.a * self.b)
+            _model(m, self, self._input_registers, self._enable)
         return m
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {value!r}")
+
+
+def _model(m, mult, input_registers, enable):
+    """``mult.p = mult.a * mult.b`` in ``sync`` registers, added to ``m``:
+    the operands' registers first unless not ``input_registers``, all of
+    them held while ``mult.en`` is low if ``enable``."""
+    with m.If(mult.en if enable else 1):
+        if input_registers:
+            a = Signal.like(mult.a, name="a_reg")
+            b = Signal.like(mult.b, name="b_reg")
+            m.d.sync += [a.eq(mult.a), b.eq(mult.b), mult.p.eq(a * b)]
+        else:
+            m.d.sync += mult.p.eq(mult.a * mult.b)
 
 
 def product_latency(a_shape, b_shape, *, input_registers=True):
@@ -200,14 +227,18 @@ def product_latency(a_shape, b_shape, *, input_registers=True):
     return (2 if input_registers else 1) + split
 
 
-def registered_product(m, name, a, b, *, input_registers=True):
+def registered_product(m, name, a, b, *, input_registers=True, enable=None):
     """``a * b`` through a :class:`Multiplier` added to ``m`` as submodule
-    ``name``, its operands wired from ``a`` and ``b``; returns its product
+    ``name``, its operands wired from ``a`` and ``b`` (and its ``en`` from
+    ``enable``, if given); returns its product
     (``Multiplier(a_shape=a.shape(), b_shape=b.shape()).latency`` cycles
-    late)."""
-    mult = Multiplier(a_shape=a.shape(), b_shape=b.shape(), input_registers=input_registers)
+    late, enabled cycles if ``enable`` is given)."""
+    mult = Multiplier(a_shape=a.shape(), b_shape=b.shape(), input_registers=input_registers,
+                      enable=enable is not None)
     m.submodules[name] = mult
     m.d.comb += [mult.a.eq(a), mult.b.eq(b)]
+    if enable is not None:
+        m.d.comb += mult.en.eq(enable)
     return mult.p
 
 
@@ -220,10 +251,14 @@ class Mult18x18d(wiring.Component):
     a, b : In(signed(18))
     p : Out(signed(36))
         ``a * b`` two cycles late (one without input registers).
+    en : In(1), with ``enable=True`` only
+        The clock enable ``CE0`` of every register in use (else tied high).
 
     On a platform it is the primitive, clocked by ``sync`` (``CLK0``, ``CE0``
-    high) with ``sync``'s reset on ``RST0`` (``RESETMODE = "SYNC"``), and the
-    pipeline register off. ``elaborate(None)`` (simulation) gives
+    high or ``en``) with ``sync``'s reset on ``RST0`` (``RESETMODE =
+    "SYNC"``), and the pipeline register off. (Whether the block's reset
+    waits for ``CE0`` is not modelled: the model's reset does not; no user
+    here reads a product that a reset, rather than ``en``, made valid.) ``elaborate(None)`` (simulation) gives
     :meth:`model`, a behavioural model of that configuration as documented
     in Lattice's sysDSP usage guide (TN1267): yosys ships the primitive only
     as a black box. A platform with a ``get_mult18x18d(mult)`` method
@@ -236,15 +271,15 @@ class Mult18x18d(wiring.Component):
     registers as ``REGS=OUTPUT`` (the multiply is in the A/B setup time).
     """
 
-    def __init__(self, *, input_registers=True):
-        if not isinstance(input_registers, bool):
-            raise TypeError(f"input_registers must be a bool, not {input_registers!r}")
+    def __init__(self, *, input_registers=True, enable=False):
+        _check_bool("input_registers", input_registers)
+        _check_bool("enable", enable)
         self._input_registers = input_registers
-        super().__init__({
-            "a": In(signed(18)),
-            "b": In(signed(18)),
-            "p": Out(signed(36)),
-        })
+        self._enable = enable
+        members = {"a": In(signed(18)), "b": In(signed(18)), "p": Out(signed(36))}
+        if enable:
+            members["en"] = In(1)
+        super().__init__(members)
 
     @property
     def latency(self):
@@ -278,16 +313,13 @@ class Mult18x18d(wiring.Component):
             p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
             p_RESETMODE="SYNC",
             i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
-            i_CLK0=ClockSignal("sync"), i_CE0=Const(1), i_RST0=ResetSignal("sync"),
+            i_CLK0=ClockSignal("sync"), i_CE0=self.en if self._enable else Const(1),
+            i_RST0=ResetSignal("sync"),
             **ports)
         return m
 
     def model(self):
         """The behavioural model: a module with this component's ports."""
         m = Module()
-        if not self._input_registers:
-            m.d.sync += self.p.eq(self.a * self.b)
-            return m
-        a, b = Signal.like(self.a, name="a_reg"), Signal.like(self.b, name="b_reg")
-        m.d.sync += [a.eq(self.a), b.eq(self.b), self.p.eq(a * b)]
+        _model(m, self, self._input_registers, self._enable)
         return m

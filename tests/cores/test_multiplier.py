@@ -97,9 +97,50 @@ def test_wide_operands_sliced_one_cycle_later(a_shape, b_shape, parts, target,
     assert len(slices) == parts
     _check_products(dut, name=f"multiplier_sliced_{target}_{a_shape}_{b_shape}_{latency}",
                     platform=platform)
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [
+    (signed(16), signed(16)),
+    (signed(20), unsigned(27)),         # AVE pooling's dividend times its reciprocal
+])
+@pytest.mark.parametrize("target", ["generic", "ecp5"])
+@pytest.mark.parametrize("input_registers", [True, False])
+def test_enable_holds_every_register(a_shape, b_shape, target, input_registers):
+    """With ``en`` low every stage holds: the product after ``E`` enabled
+    cycles is that of the operands of enabled cycle ``E - latency``."""
+    dut = Multiplier(a_shape=a_shape, b_shape=b_shape, input_registers=input_registers,
+                     enable=True)
     platform = _Ecp5ModelPlatform() if target == "ecp5" else None
-    _check_products(dut, name=f"multiplier_{target}_{a_shape}_{b_shape}_{latency}",
-                    platform=platform)
+    rng = np.random.default_rng(3)
+    n = 160
+    a_values = _operands(a_shape, rng, n)
+    b_values = _operands(b_shape, rng, n)[::-1]
+    enables = [int(e) for e in rng.integers(0, 2, n)]
+
+    async def bench(ctx):
+        taken, checked = [], 0
+        for cycle in range(n):
+            ctx.set(dut.a, a_values[cycle])
+            ctx.set(dut.b, b_values[cycle])
+            ctx.set(dut.en, enables[cycle])
+            if enables[cycle]:
+                taken.append(a_values[cycle] * b_values[cycle])
+            await ctx.tick()
+            index = len(taken) - dut.latency
+            if index >= 0:
+                assert ctx.get(dut.p) == taken[index], (cycle, index)
+                checked += 1
+        assert checked > n // 3
+
+    simulate(Fragment.get(dut, platform), bench,
+             name=f"multiplier_enable_{target}_{a_shape}_{b_shape}_{dut.latency}")
+
+
+def test_ecp5_enable_drives_the_clock_enable(tmp_path):
+    dut = Multiplier(a_shape=signed(16), b_shape=signed(16), enable=True)
+    top = _ulx3s_netlist(tmp_path, dut)
+    dsp = next(cell for cell in top["cells"].values() if cell["type"] == "MULT18X18D")
+    assert dsp["connections"]["CE0"] == top["ports"]["en"]["bits"]
 
 
 def test_dsp_chosen_only_where_operands_fit():
@@ -122,6 +163,8 @@ def test_rejects_bad_parameters():
         Multiplier(a_shape=unsigned(4), b_shape=signed(8), input_registers=1)
     with pytest.raises(TypeError, match="input_registers must be a bool, not 'no'"):
         Mult18x18d(input_registers="no")
+    with pytest.raises(TypeError, match="enable must be a bool, not None"):
+        Multiplier(a_shape=unsigned(4), b_shape=signed(8), enable=None)
 
 
 def _ulx3s_netlist(tmp_path, dut):

@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from fecaffe_hw.fixedpoint.pooling import AverageDivider, overlap_count
 from .line_buffer import WindowParameters, inside_axis
+from .multiplier import product_latency, registered_product
 
 __all__ = ["PoolKind", "Pooling", "PoolingBackward", "AverageDivide"]
 
@@ -183,22 +184,9 @@ def _divide(m, divider, dividend, size, enables, *, reciprocal=None):
     constant power of two ``size`` (no window clipped) is a rounding shift,
     where the reciprocal is exact (see :class:`AverageDivider`): no
     multiplier, no tie window, the dividend delayed as the product would be."""
+    if _power_of_two(size):
+        return _shift_parts(_delayed(m, dividend, enables), size)
     first, second = enables
-    if isinstance(size, Const) and size.value & (size.value - 1) == 0:
-        shape = Value.cast(dividend).shape()
-        held1, held = Signal(shape, name="divide_dividend1"), Signal(shape, name="divide_dividend")
-        with m.If(first):
-            m.d.sync += held1.eq(dividend)
-        with m.If(second):
-            m.d.sync += held.eq(held1)
-        k = size.value.bit_length() - 1
-        if k == 0:
-            return held, Const(0)
-        whole = held[k:].as_signed()
-        fraction = held[:k]
-        up = fraction[-1] & ((fraction[:-1] != 0) | whole[0]) if k > 1 else \
-            fraction[0] & whole[0]
-        return whole, up
     if reciprocal is None:
         reciprocal = _reciprocal(divider, size)
     split, bits = _RECIP_SPLIT, divider.sum_bits
@@ -210,6 +198,55 @@ def _divide(m, divider, dividend, size, enables, *, reciprocal=None):
                      high.eq(dividend * reciprocal[split:])]
     with m.If(second):
         m.d.sync += product.eq(low + (high << split))
+    return _round_parts(divider, product)
+
+
+def _power_of_two(size):
+    return isinstance(size, Const) and size.value & (size.value - 1) == 0
+
+
+def _delayed(m, value, enables):
+    """``value`` through one register per entry of ``enables``, each taking
+    its input while its enable is high."""
+    for i, enable in enumerate(enables):
+        held = Signal(Value.cast(value).shape(), name=f"divide_dividend{i + 1}")
+        with m.If(enable):
+            m.d.sync += held.eq(value)
+        value = held
+    return value
+
+
+def _shift_parts(dividend, size):
+    """``RNE(dividend / size)`` for a constant power of two ``size`` as
+    ``(whole, up)``: a rounding shift, exact as the reciprocal would be."""
+    k = size.value.bit_length() - 1
+    if k == 0:
+        return dividend, Const(0)
+    whole = dividend[k:].as_signed()
+    fraction = dividend[:k]
+    up = fraction[-1] & ((fraction[:-1] != 0) | whole[0]) if k > 1 else \
+        fraction[0] & whole[0]
+    return whole, up
+
+
+def _divide_latency(divider):
+    """Register stages of :func:`_divide_in_stages` for ``divider``."""
+    return product_latency(signed(divider.sum_bits), unsigned(divider.recip_bits))
+
+
+def _divide_in_stages(m, divider, dividend, size, enable, *, reciprocal=None):
+    """``RNE(dividend / size)`` as :func:`_divide` computes it, but over
+    :func:`_divide_latency` register stages that all take their input while
+    ``enable`` is high: the product is an enabled
+    :class:`~fecaffe_hw.cores.multiplier.Multiplier`, which on the ECP5 keeps
+    operands and products in the MULT18X18Ds' own registers (enabled through
+    their clock enable). So the hops to and from the multipliers, wherever
+    the placer finds free DSP sites, are cycles of their own."""
+    if _power_of_two(size):
+        return _shift_parts(_delayed(m, dividend, [enable] * _divide_latency(divider)), size)
+    if reciprocal is None:
+        reciprocal = _reciprocal(divider, size)
+    product = registered_product(m, "divide", dividend, reciprocal, enable=enable)
     return _round_parts(divider, product)
 
 
@@ -225,9 +262,10 @@ class Pooling(_Geometry, wiring.Component):
     of the first maximum; padding never wins), ``{"value"}`` for AVE
     (``RNE(sum / pool_size)``), in the same order.
 
-    Throughput one window per cycle; latency MAX 2 cycles (reduce, select),
-    AVE 5 (sum, two multiply stages, the rounding decision, its add).
-    ``data_shape`` must be signed, 2..32 bits.
+    Throughput one window per cycle; latency (:attr:`latency`) MAX 2 cycles
+    (reduce, select), AVE 6 up to 17-bit data (the sum, the multiplier's
+    operand, product and partial-product sum registers, the rounding
+    decision, its add). ``data_shape`` must be signed, 2..32 bits.
     """
 
     def __init__(self, *, kind, width, height, channels=1, kernel, stride=1, pad=0,
@@ -241,12 +279,18 @@ class Pooling(_Geometry, wiring.Component):
             "pooled": Out(stream.Signature(data.StructLayout(fields))),
         })
 
+    @property
+    def latency(self):
+        """Cycles from a window's transfer to its result's valid, unstalled."""
+        if self._kind is PoolKind.MAX:
+            return 2
+        return 3 + _divide_latency(self.divider)
+
     def elaborate(self, platform):
         m = Module()
         kw = self._kernel[1]
         # All stages move together: one valid bit each, stalled by the output.
-        valid = [Signal(name=f"valid{i + 1}")
-                 for i in range(2 if self._kind is PoolKind.MAX else 5)]
+        valid = [Signal(name=f"valid{i + 1}") for i in range(self.latency)]
         advance = ~valid[-1] | self.pooled.ready
         m.d.comb += [self.windows.ready.eq(advance), self.pooled.valid.eq(valid[-1])]
         take = self.windows.valid & advance
@@ -285,8 +329,8 @@ class Pooling(_Geometry, wiring.Component):
                     m.d.sync += reciprocal.eq(self._reciprocal_at(divider, y0, x0))
             with m.If(advance):
                 m.d.sync += total.eq(sum(window[i] for i in range(self.area)))
-            whole, up = _divide(m, divider, total, size, (advance, advance),
-                                reciprocal=reciprocal)
+            whole, up = _divide_in_stages(m, divider, total, size, advance,
+                                          reciprocal=reciprocal)
             # The rounding decision (the tie window's compares) and its add
             # take a cycle each: together, placed beside the multipliers'
             # sum, they were the 10x11 ULX3S build's critical path (16.7 ns).

@@ -127,9 +127,10 @@ def test_forward_one_window_per_cycle(kind):
             cycle += 1
 
     simulate(dut, feed, drain, name=f"pooling_throughput_{kind.value}")
-    # Window 0 enters in cycle 0, leaves in cycle 2 (MAX) or 5 (AVE); then
+    # Window 0 enters in cycle 0, leaves in cycle 2 (MAX) or 6 (AVE); then
     # one per cycle.
-    latency = 2 if kind is PoolKind.MAX else 5
+    latency = 2 if kind is PoolKind.MAX else 6
+    assert dut.latency == latency
     assert arrivals == list(range(latency, latency + len(expected)))
 
 

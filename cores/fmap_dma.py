@@ -15,7 +15,7 @@ from fecaffe_hw.runtime import isa
 from .dma import BUFFER_A, BUFFER_B, BUFFER_C
 from .eltwise import saturate, shift_saturate, shift_saturate_mask
 from .memory_port import engine_members
-from .multiplier import registered_product
+from .multiplier import product_latency, registered_product
 from .scratchpad import ScratchpadRead, ScratchpadWrite
 from .skid_buffer import SkidBuffer
 
@@ -60,6 +60,27 @@ _OFF = 31
 _POS = signed(27)
 # Word address bits the store hazard check compares (see ``ring_word``).
 _HAZARD_BITS = 16      # ox * stride - pad + kx and the like
+
+
+def _schedule(program, latency):
+    """The steps of a multiplier ``program`` (``(a, b, how, destinations)``
+    entries, see ``FmapDma.elaborate``) in order, ``None`` for a step left
+    empty because an operand is a destination of an earlier entry that is
+    not captured yet: a product is captured ``latency + 1`` steps after its
+    issue, an accumulated one a step after that, usable the step after."""
+    slots, ready = [], {}
+    for entry in program:
+        a, b, how, dests = entry
+        start = max([len(slots)] + [ready[id(v)] for v in (a, b) if id(v) in ready])
+        slots += [None] * (start - len(slots)) + [entry]
+        for d in dests:
+            ready[id(d)] = start + latency + 2 + (how is not None)
+    return slots
+
+
+def _program_steps(slots, latency):
+    """The last step of a scheduled program: its last capture."""
+    return len(slots) + latency + any(s is not None and s[2] is not None for s in slots)
 
 
 class FmapDma(wiring.Component):
@@ -242,9 +263,13 @@ class FmapDma(wiring.Component):
         KK = Signal(16)
         row_limit, positions = Signal(32), Signal(48)
 
+        # The multiplier keeps its operands and product in the DSPs' own
+        # registers: placed on whichever DSP sites the array left free (on
+        # the 10x11 ULX3S plan at the die's far edge), the hops from
+        # ``mul_a``/``mul_b`` and back to the accumulator are a cycle each.
         mul_a, mul_b = Signal(32), Signal(16)
-        prod = Signal(48)
-        m.d.sync += prod.eq(mul_a * mul_b)
+        prod = registered_product(m, "setup_product", mul_a, mul_b)
+        mul_latency = product_latency(mul_a.shape(), mul_b.shape())
         # The walker's start values are sums of products; the multiplier's
         # products are summed (mod 2**32, as the offsets) in one accumulator
         # rather than by an adder per start value.
@@ -315,17 +340,18 @@ class FmapDma(wiring.Component):
         with m.If(refused):
             m.d.comb += [self.done.eq(1), self.fault.eq(1)]
 
-        # Multiplier programs: (a, b, how, destinations); the product of step
-        # i is captured at step i + 2 (an accumulated one at step i + 3), so a
-        # step may use products of step i - 3 (accumulated ones of i - 4).
+        # Multiplier programs: (a, b, how, destinations), issued one a step
+        # in order (``_schedule`` leaves a step empty where an operand is a
+        # product not yet captured). The product of step i is captured at
+        # step i + 1 + mul_latency (an accumulated one a step later).
         # ``how``: None keeps the product itself; "load", "add", "sub" set,
         # add it to or subtract it from the accumulator, and the destinations
         # take the accumulator's new value.
         first_products = [
             (e["H"], e["W"], None, [HW]), (e["OH"], e["OW"], None, [P]),
             (e["KH"], e["KW"], None, [KK]), (e["SH"], e["W"], None, [SHW]),
-            (HW, e["C"], None, [CHW]), (KK, e["C"], None, [row_limit]),
-            (P, e["N"], None, [positions]),
+            (HW, e["C"], None, [CHW]), (P, e["N"], None, [positions]),
+            (KK, e["C"], None, [row_limit]),
         ]
         # Row start: addr / 2 - PH * W - PW + c0 * HW + ky0 * W + kx0; column
         # start: n0 * CHW + oy0 * SH * W + ox0 * SW, at oy0 * SH - PH, ox0 * SW - PW.
@@ -338,32 +364,35 @@ class FmapDma(wiring.Component):
             (e["PW"], 1, "sub", []), (HW, c0, "add", [c_off, ky_off]),
             (e["W"], ky0, "add", [ky_off, row_off]), (1, kx0, "add", [row_off]),
         ]
-        step = Signal(4)
+        programs = [_schedule(program, mul_latency)
+                    for program in (first_products, second_products)]
+        step = Signal(range(max(_program_steps(slots, mul_latency) for slots in programs) + 1))
         legal_ok = Signal()
 
-        def run_products(program, next_state):
+        def run_products(slots, next_state):
             # The accumulator's mode is registered a step ahead and its
             # destinations load from ``acc`` a step after it, so neither the
             # step decoder nor the 31-bit adder sits before the walker's
             # multiplexers.
-            last = len(program) + 1 + any(how is not None for _, _, how, _ in program)
+            lat = mul_latency
+            last = _program_steps(slots, lat)
             with m.Switch(step):
                 for i in range(last + 1):
                     with m.Case(i):
-                        if i < len(program):
-                            a, b, _, _ = program[i]
+                        if i < len(slots) and slots[i] is not None:
+                            a, b, _, _ = slots[i]
                             m.d.sync += [mul_a.eq(a), mul_b.eq(b)]
-                        if 1 <= i <= len(program):
-                            how = program[i - 1][2]
+                        if lat <= i < len(slots) + lat and slots[i - lat] is not None:
+                            how = slots[i - lat][2]
                             m.d.sync += [acc_load.eq(how == "load"), acc_sub.eq(how == "sub")]
-                        if 2 <= i < len(program) + 2:
-                            _, _, how, dests = program[i - 2]
+                        if lat + 1 <= i < len(slots) + lat + 1 and slots[i - lat - 1] is not None:
+                            _, _, how, dests = slots[i - lat - 1]
                             if how is None:
                                 m.d.sync += [d.eq(prod[:len(d)]) for d in dests]
                             else:
                                 m.d.sync += acc.eq(acc_next)
-                        if 3 <= i:
-                            _, _, how, dests = program[i - 3]
+                        if lat + 2 <= i < len(slots) + lat + 2 and slots[i - lat - 2] is not None:
+                            _, _, how, dests = slots[i - lat - 2]
                             if how is not None:
                                 m.d.sync += [d.eq(acc[:len(d)]) for d in dests]
                         if i == last:
@@ -403,7 +432,7 @@ class FmapDma(wiring.Component):
                 ]
                 m.next = "PRODUCTS"
             with m.State("PRODUCTS"):
-                run_products(first_products, "CHECK")
+                run_products(programs[0], "CHECK")
             with m.State("CHECK"):
                 # Registered: the whole legality cone ends at one flip-flop
                 # instead of at the divider's and the FSM's enables.
@@ -447,7 +476,7 @@ class FmapDma(wiring.Component):
                              oh_one.eq(e["OH"] == 1)]
                 m.next = "PRODUCTS2"
             with m.State("PRODUCTS2"):
-                run_products(second_products, "START")
+                run_products(programs[1], "START")
             with m.State("START"):
                 m.d.sync += [
                     kx.eq(kx0), ky.eq(ky0),

@@ -22,6 +22,17 @@ from .skid_buffer import SkidBuffer
 __all__ = ["FmapDma", "FmapCommand", "FmapMode", "ConvGeometryLayout"]
 
 
+
+def _room(m, fifo, name):
+    """Whether ``fifo`` (written at most once a cycle) can take a word, from a
+    register: its level a cycle ago left two entries free. One entry is
+    given up so the level's compare ends at a flip-flop: on the 10x11 ULX3S
+    plan the tag and write-command queues' levels ran on into the ring's
+    enables and the arbiter's read skid buffer (13.4-14.1 ns routed)."""
+    room = Signal(name=f"{name}_room")
+    m.d.sync += room.eq(fifo.level + 2 <= fifo.depth)
+    return room
+
 class FmapMode(enum.IntEnum):
     LOAD_IM2COL = 0
     LOAD_FMAP = 1
@@ -600,6 +611,7 @@ class FmapDma(wiring.Component):
         # Every command pushes a tag (1: write) so responses, in command order,
         # tell which ones retire a write; ``tags`` also bounds those in flight.
         m.submodules.tags = tags = SyncFIFO(width=1, depth=2 * depth + 2)
+        tags_room = _room(m, tags, "tags")
         rd_cmd_valid, wr_cmd_valid = Signal(), Signal()
         rd_word, wr_word = Signal(30), Signal(30)
         # Commands leave through a skid buffer (registered outputs, and room
@@ -656,11 +668,11 @@ class FmapDma(wiring.Component):
                                                           depth=depth)
         need = er.need
         m.d.comb += [
-            rd_cmd_valid.eq((loading & e2_valid & need & pending.w_rdy & tags.w_rdy)
+            rd_cmd_valid.eq((loading & e2_valid & need & pending.w_rdy & tags_room)
                             | st_rd_valid),
             rd_word.eq(Mux(loading, e2_word, st_rd_word)),
         ]
-        ld_take = loading & e2_valid & pending.w_rdy & (~need | (tags.w_rdy & rd_free))
+        ld_take = loading & e2_valid & pending.w_rdy & (~need | (tags_room & rd_free))
         pw = pending_layout(pending.w_data)
         m.d.comb += [pw.need.eq(need), pw.half.eq(e2_half), pw.inside.eq(e2_inside),
                      pw.lane.eq(e2_lane), pw.baddr.eq(e2_baddr),
@@ -812,7 +824,7 @@ class FmapDma(wiring.Component):
         # Registered output: the old word meets the new values (and the
         # saturating add) straight from flip-flops.
         m.submodules.ops = ops = SyncFIFOBuffered(width=30 + 2 + 32 + 1, depth=depth)
-        i_room = storing & i_valid & ~ring_full & ops.w_rdy & tags.w_rdy
+        i_room = storing & i_valid & ~ring_full & ops.w_rdy & tags_room
         m.d.comb += [st_rd_valid.eq(i_room & i_need & ~hazard), st_rd_word.eq(i_word),
                      i_adv.eq(i_room & (~i_need | (~hazard & rd_free)))]
         m.d.comb += [ops.w_data.eq(Cat(i_word, i_mask, i_val, i_need)), ops.w_en.eq(i_adv)]
@@ -841,7 +853,8 @@ class FmapDma(wiring.Component):
         # Write commands run ahead of their data: separate queues.
         m.submodules.wcmds = wcmds = SyncFIFO(width=30, depth=depth)
         m.submodules.wdata = wdata = SyncFIFO(width=32, depth=depth)
-        o_take = storing & ops.r_rdy & wcmds.w_rdy & wdata.w_rdy & (~o_need | mem.r.valid)
+        w_room = _room(m, wcmds, "wcmds") & _room(m, wdata, "wdata")
+        o_take = storing & ops.r_rdy & w_room & (~o_need | mem.r.valid)
         old = Mux(o_need, mem.r.payload, 0)
         merged = Signal(32)
         for h in range(2):
@@ -852,7 +865,7 @@ class FmapDma(wiring.Component):
         m.d.comb += [ops.r_en.eq(o_take),
                      wcmds.w_en.eq(o_take), wcmds.w_data.eq(o_word),
                      wdata.w_en.eq(o_take), wdata.w_data.eq(merged)]
-        m.d.comb += [wr_cmd_valid.eq(wcmds.r_rdy & tags.w_rdy), wr_word.eq(wcmds.r_data),
+        m.d.comb += [wr_cmd_valid.eq(wcmds.r_rdy & tags_room), wr_word.eq(wcmds.r_data),
                      wcmds.r_en.eq(wr_fire),
                      mem.w.valid.eq(wdata.r_rdy), mem.w.payload.eq(wdata.r_data),
                      wdata.r_en.eq(mem.w.ready)]
@@ -860,7 +873,7 @@ class FmapDma(wiring.Component):
 
         # mem.r serves both paths: loads pop ``pending``, stores ``ops``.
         m.d.comb += mem.r.ready.eq(Mux(storing_cmd,
-                                       storing & ops.r_rdy & o_need & wcmds.w_rdy & wdata.w_rdy,
+                                       storing & ops.r_rdy & o_need & w_room,
                                        loading & pending.r_rdy & head.need))
 
         # ---- command life cycle --------------------------------------------

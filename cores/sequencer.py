@@ -678,11 +678,22 @@ class Sequencer(wiring.Component):
                           "macs")
         tile_room = Signal()     # a GEMM also needs room to queue its tile for the drain
         bias_loaded = Signal()   # this GEMM's bias is in the bias buffer
-        gemm_blocked = feeding | ~tile_room | (g_bias & ~bias_loaded) | (
-            upd_reads_c & _overlap(upd_c_lo, upd_c_hi, g_c_lo, g_c_hi)) | dma_active & (
-            (dma_buf == BUFFER_C) | (dma_buf == BUFFER_BIAS)
-            | ((dma_buf == BUFFER_A) & _overlap(dma_lo, dma_hi, g_a_lo, g_a_hi))
-            | ((dma_buf == BUFFER_B) & _overlap(dma_lo, dma_hi, g_b_lo, g_b_hi)))
+        # Registered: the range compares against the running DMA ran on into
+        # the issue and the feeder's registers (14.6 ns routed at 10x11 on
+        # ECP5). A cycle late is safe: a GEMM issues no sooner than its
+        # second decoded cycle (``decoded_before``), when the register holds
+        # its own ranges, and every other input changes only as a command
+        # starts (the GEMM's own bias load blocks it through ``bias_loaded``
+        # in that very cycle) or, unblocking, as a unit finishes.
+        decoded_before = Signal()
+        m.d.sync += decoded_before.eq(decoded)
+        gemm_blocked = Signal()
+        m.d.sync += gemm_blocked.eq(
+            feeding | ~tile_room | (g_bias & ~bias_loaded) | (
+                upd_reads_c & _overlap(upd_c_lo, upd_c_hi, g_c_lo, g_c_hi)) | dma_active & (
+                (dma_buf == BUFFER_C) | (dma_buf == BUFFER_BIAS)
+                | ((dma_buf == BUFFER_A) & _overlap(dma_lo, dma_hi, g_a_lo, g_a_hi))
+                | ((dma_buf == BUFFER_B) & _overlap(dma_lo, dma_hi, g_b_lo, g_b_hi))))
 
         # ---- ELTWISE command decode ----------------------------------------
         e_op = Op.ELTWISE
@@ -801,7 +812,7 @@ class Sequencer(wiring.Component):
                     with m.If(~dma_active & gemm_idle & ~mem_engine):
                         m.d.comb += start_bias.eq(1)
                         m.d.sync += bias_loaded.eq(1)
-                with m.Elif(~gemm_blocked):
+                with m.Elif(~gemm_blocked & decoded_before):
                     m.d.comb += [start_gemm.eq(1), retire.eq(1)]
                     m.d.sync += bias_loaded.eq(0)
             with m.Elif(opcode == e_op):

@@ -245,13 +245,14 @@ class Eltwise(wiring.Component):
         latency = {name: product_latency(a, b)
                    for name, (a, b) in self._product_shapes().items()}
         # Operands enter their multiplier in the stage their registers are:
-        # aux and op at 0, the table entry at 1, the biased sum at 2, the
-        # rounded derivative a cycle after its product.
+        # aux and op at 0, the table entry at 2 (read at 1, registered
+        # again), the biased sum at 2, the rounded derivative a cycle after
+        # its product.
         stages = {"scaled": 2 + latency["scaled"]}
         if self._tables:
             stages["deriv"] = latency["deriv"]
             stages["d"] = stages["deriv"] + 1
-            stages["interp"] = 1 + latency["interp"] + 1
+            stages["interp"] = 2 + latency["interp"] + 1
             stages["product_in"] = max(2, stages["d"])
             stages["product"] = stages["product_in"] + latency["product"]
         stages["wide"] = max(stages.values()) + 1
@@ -381,10 +382,14 @@ class Eltwise(wiring.Component):
                 t1 = Signal(tb_max + 1, name=f"t1_{lane}")
                 m.d.sync += t1.eq(offset)
 
-                # Interpolation: the block RAM's entry straight into the
-                # multiplier's input register (stage 1).
-                delta_t = product("interp", lane, port.data.delta, t1)
-                base = delayed(port.data.base, 1, stages["interp"] - 1, f"base_{lane}_")
+                # Interpolation. The block RAM's entry is registered before
+                # the multiplier: the read's clock-to-out and the hop to
+                # wherever the placer found a free DSP site did not fit a
+                # cycle (14.1 ns routed on the 10x11 ULX3S plan).
+                entry2 = delayed(port.data, 1, 2, f"entry_{lane}_")
+                t2 = delayed(t1, 1, 2, f"t_{lane}_")
+                delta_t = product("interp", lane, entry2.delta, t2)
+                base = delayed(entry2.base, 2, stages["interp"] - 1, f"base_{lane}_")
                 interp_expr = (base << tb_max) + delta_t
                 interp = Signal(interp_expr.shape(), name=f"interp_{lane}")
                 m.d.sync += interp.eq(interp_expr)

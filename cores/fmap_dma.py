@@ -229,6 +229,10 @@ class FmapDma(wiring.Component):
         return (b[n:] != 0) | (a <= b[:n]) if len(b) > n else a <= b
 
     def _legal(self, cmd, row_limit, positions):
+        return Cat(self._legal_terms(cmd, row_limit, positions)).all()
+
+    def _legal_terms(self, cmd, row_limit, positions):
+        """The one-bit checks whose conjunction is :meth:`_legal`."""
         g = cmd.geometry
         a_depth, b_depth, c_depth = (Const(d) for d in self._depths)
         store = cmd.mode[1]
@@ -244,15 +248,14 @@ class FmapDma(wiring.Component):
         bits = max(self._depths).bit_length()
         words_ok = ((cmd.word[bits:] == 0) & (extent_words[bits:] == 0)
                     & (cmd.word[:bits] + extent_words[:bits] <= depth))
-        return ((cmd.rows != 0) & (cmd.cols != 0) & sizes_ok
-                & self._at_most(cmd.k0 + cmd.rows, row_limit)
-                & self._at_most(cmd.col0 + cmd.cols, positions)
-                & (extent_lanes <= lanes) & words_ok
-                & (cmd.addr[:2] == 0)
-                & Mux(store,
-                      (buf == BUFFER_C) & ~cmd.transpose & (shift >= 0)
-                      & (shift < self.acc_width),
-                      ((buf == BUFFER_A) | (buf == BUFFER_B)) & (shift == 0)))
+        return [(cmd.rows != 0) & (cmd.cols != 0) & sizes_ok,
+                self._at_most(cmd.k0 + cmd.rows, row_limit),
+                self._at_most(cmd.col0 + cmd.cols, positions),
+                (extent_lanes <= lanes) & words_ok,
+                cmd.addr[:2] == 0,
+                Mux(store,
+                    (buf == BUFFER_C) & ~cmd.transpose & (shift >= 0) & (shift < self.acc_width),
+                    ((buf == BUFFER_A) | (buf == BUFFER_B)) & (shift == 0))]
 
     def elaborate(self, platform):
         m = Module()
@@ -378,7 +381,8 @@ class FmapDma(wiring.Component):
         programs = [_schedule(program, mul_latency)
                     for program in (first_products, second_products)]
         step = Signal(range(max(_program_steps(slots, mul_latency) for slots in programs) + 1))
-        legal_ok = Signal()
+        legal_terms = self._legal_terms(cur, row_limit, positions)
+        legal_ok = Signal(len(legal_terms))
 
         def run_products(slots, next_state):
             # The accumulator's mode is registered a step ahead and its
@@ -445,12 +449,14 @@ class FmapDma(wiring.Component):
             with m.State("PRODUCTS"):
                 run_products(programs[0], "CHECK")
             with m.State("CHECK"):
-                # Registered: the whole legality cone ends at one flip-flop
-                # instead of at the divider's and the FSM's enables.
-                m.d.sync += legal_ok.eq(self._legal(cur, row_limit, positions))
+                # Registered, each check on its own: the legality cone ends at
+                # flip-flops instead of at the divider's and the FSM's
+                # enables, and their AND is the next cycle's (the whole cone
+                # into one flip-flop was 13.5 ns routed on the 10x11 plan).
+                m.d.sync += legal_ok.eq(Cat(legal_terms))
                 m.next = "DECIDE"
             with m.State("DECIDE"):
-                with m.If(legal_ok):
+                with m.If(legal_ok.all()):
                     div_start(div_c, cur.col0)
                     div_start(div_k, cur.k0)
                     m.d.sync += [divisor_low.eq(0), div_step.eq(0)]

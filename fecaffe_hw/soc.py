@@ -249,13 +249,20 @@ class Soc(wiring.Component):
 
         # Control and status.
         error = Signal()
+        # STATUS.busy from a register: the sequencer's busy is an OR over
+        # every unit's state, and on into the bank's read multiplexer it was
+        # one of the 10x11 ULX3S build's failing paths (14.3 ns routed). A
+        # host sees it a cycle late, far less than any link's turnaround
+        # between a command push and a status read.
+        status_busy = Signal()
+        m.d.sync += status_busy.eq(sequencer.busy | commands.r_rdy)
         m.d.comb += [
             soft_reset.eq(bank.field("CONTROL", "soft_reset")),
             bank.counters_clear.eq(bank.field("CONTROL", "clear_counters")),
             sequencer.enable.eq(bank.field("CONTROL", "enable")),
             sequencer.host_resume.eq(bank.field("CONTROL", "host_resume")),
             bank.field("STATUS", "host_wait").eq(sequencer.host_wait),
-            bank.field("STATUS", "busy").eq(sequencer.busy | commands.r_rdy),
+            bank.field("STATUS", "busy").eq(status_busy),
             bank.field("STATUS", "cmd_fifo_level").eq(
                 commands.level.as_unsigned()[:8] | (commands.level >= 255).replicate(8)),
             bank.field("ERROR", "bad_command_set").eq(sequencer.bad_command),

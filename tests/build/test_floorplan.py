@@ -1,6 +1,7 @@
 import pytest
 
-from fecaffe_hw.build.floorplan import MULT_SITES, array_floorplan, floorplan_commands
+from fecaffe_hw.build.floorplan import (MIDDLE_GAP_BLOCKS, MULT_SITES, array_floorplan,
+                                        floorplan_commands)
 
 
 def _site(bel):
@@ -42,12 +43,16 @@ def test_array_columns_take_blocks(rows, cols):
     placement = array_floorplan("LFE5U-85F", rows, cols)
     _check_spread(placement, rows, cols)
     index = _index()
+    # One or two free blocks lie between the array's halves; more go to its sides.
+    gap = 13 - cols if 13 - cols <= MIDDLE_GAP_BLOCKS else 0
     for i in range(rows):
         for j in range(cols):
             k, n = index[placement[i, j]]
             if j + 1 < cols:
-                # An `a` hop is the same site of the next block along.
-                assert index[placement[i, j + 1]] == (k, n + 4)
+                # An `a` hop is the same site of the next block along (past
+                # the gap in the middle).
+                step = 1 + (gap if j + 1 == (cols + 1) // 2 else 0)
+                assert index[placement[i, j + 1]] == (k, n + 4 * step)
             if i + 1 < rows:
                 # A `b` hop is the next site of the block, or the first site
                 # of the same block on a later multiplier row.

@@ -412,7 +412,13 @@ class PoolEngine(wiring.Component):
                      rd_ends.eq(~_exceeds(rd_left, ch) & (rd_runs != _LAST))]
         reserved = Signal(range(depth + 1))
         reserve, release = Signal(), Signal()
-        m.d.sync += reserved.eq(reserved + Mux(reserve, rd_chunk, 0) - release)
+        # Both reservation counts take a pop a cycle late: the pop's path
+        # from the cores' ready into these adders was the 10x11 ULX3S
+        # build's critical path (14.8 ns routed). A count then overstates the
+        # FIFO's commitment for a cycle, which can only delay a request.
+        released = Signal()
+        m.d.sync += released.eq(release)
+        m.d.sync += reserved.eq(reserved + Mux(reserve, rd_chunk, 0) - released)
         with m.If(rd_start):
             m.d.sync += [rd_start.eq(0), rd_addr.eq(rd_first),
                          rd_left_n.eq(~((rd_elem[0] + in_run + 1) >> 1))]
@@ -431,7 +437,9 @@ class PoolEngine(wiring.Component):
                      ir_ends.eq(~_exceeds(ir_left, ch) & (ir_runs != _LAST))]
         ix_reserved = Signal(range(depth + 1))
         ix_reserve, ix_release = Signal(), Signal()
-        m.d.sync += ix_reserved.eq(ix_reserved + Mux(ix_reserve, ir_chunk, 0) - ix_release)
+        ix_released = Signal()
+        m.d.sync += ix_released.eq(ix_release)
+        m.d.sync += ix_reserved.eq(ix_reserved + Mux(ix_reserve, ir_chunk, 0) - ix_released)
         with m.If(ir_start):
             m.d.sync += [ir_start.eq(0), ir_addr.eq(ir_first),
                          ir_left_n.eq(~((ir_elem[:2] + in_run + 3) >> 2))]
@@ -448,10 +456,7 @@ class PoolEngine(wiring.Component):
         want_rd_next = (reading & ~rd_start & (rd_left != 0) & (reserved <= depth - ch))
         want_ir_next = (reading & ~ir_start & (ir_left != 0) & (ix_reserved <= depth - ch))
         prefer_ir = Signal()             # alternate the two when both want a burst
-        pick_ir = want_ir & (~want_rd | prefer_ir)
-        want_read = want_rd | want_ir
         read_chunk = Signal(9)
-        m.d.comb += read_chunk.eq(Mux(pick_ir, ir_chunk, rd_chunk))
 
         # ---- write side: outputs and indices, per image one run each -------
         out_fifo = m.submodules.out_fifo = SyncFIFO(width=32, depth=depth)
@@ -492,13 +497,26 @@ class PoolEngine(wiring.Component):
         # as a 32-bit issued - answered difference would.
         pending = Signal(32)
         fault = Signal()
-        with m.If(want_read):
+        # The request on offer: reads first (alternating between the two
+        # when both want one), then output, then index writes. The choice is
+        # held while offered and not taken, so a request that rises
+        # meanwhile (a reservation released, say) cannot change the command
+        # the port sees.
+        want_read = want_rd | want_ir
+        choice_now = Cat(want_rd & (~want_ir | ~prefer_ir), want_ir & (~want_rd | prefer_ir),
+                         ~want_read & want_out, ~want_read & ~want_out & want_idx)
+        choice, held_choice, held = Signal(4), Signal(4), Signal()
+        m.d.comb += choice.eq(Mux(held, held_choice, choice_now))
+        m.d.sync += [held.eq(mem.cmd.valid & ~mem.cmd.ready), held_choice.eq(choice)]
+        pick_ir, read_chosen = choice[1], choice[:2].any()
+        m.d.comb += read_chunk.eq(Mux(pick_ir, ir_chunk, rd_chunk))
+        with m.If(read_chosen):
             m.d.comb += [mem.cmd.valid.eq(1), mem.cmd.payload.addr.eq(Mux(pick_ir, ir_addr, rd_addr)),
                          mem.cmd.payload.words.eq(read_chunk)]
-        with m.Elif(want_out):
+        with m.Elif(choice[2]):
             m.d.comb += [mem.cmd.valid.eq(1), mem.cmd.payload.addr.eq(wo_addr),
                          mem.cmd.payload.words.eq(wo_chunk), mem.cmd.payload.write.eq(1)]
-        with m.Elif(want_idx):
+        with m.Elif(choice[3]):
             m.d.comb += [mem.cmd.valid.eq(1), mem.cmd.payload.addr.eq(wi_addr),
                          mem.cmd.payload.words.eq(wi_chunk), mem.cmd.payload.write.eq(1)]
         taken = mem.cmd.valid & mem.cmd.ready
@@ -512,9 +530,9 @@ class PoolEngine(wiring.Component):
         m.d.sync += [want_rd.eq(want_rd_next & ~taken), want_ir.eq(want_ir_next & ~taken),
                      want_out.eq(want_out_next & ~taken), want_idx.eq(want_idx_next & ~taken)]
         m.d.comb += [tags.w_data.eq(Cat(read_chunk, pick_ir)),
-                     tags.w_en.eq(taken & want_read)]
+                     tags.w_en.eq(taken & read_chosen)]
         with m.If(taken):
-            with m.If(want_read):
+            with m.If(read_chosen):
                 m.d.sync += prefer_ir.eq(~pick_ir)
                 with m.If(pick_ir):
                     m.d.comb += ix_reserve.eq(1)
@@ -530,7 +548,7 @@ class PoolEngine(wiring.Component):
                     with m.If(rd_ends):
                         m.d.sync += [rd_runs.eq(rd_runs + 1), rd_elem.eq(rd_elem + rd_step),
                                      rd_start.eq(1)]
-            with m.Elif(want_out):
+            with m.Elif(choice[2]):
                 m.d.sync += [w_left.eq(wo_chunk), w_index.eq(0),
                              wo_left_n.eq(wo_left_n + wo_chunk),
                              wo_addr.eq(wo_addr + (wo_chunk << 2))]

@@ -27,7 +27,7 @@ from fecaffe_hw.runtime import isa
 
 from .eltwise import (TABLES, Eltwise, EltwiseOp, shift_saturate,
                       shift_saturate_mask, table_names, wide_frac)
-from .memory_port import MAX_BURST_WORDS, engine_members
+from .memory_port import MAX_BURST_WORDS, engine_members, reservation_count
 from .skid_buffer import SkidBuffer
 
 __all__ = ["EltwiseEngine", "EltwiseCommand", "ISA_OPS", "ELEMENT_WIDTH", "ENGINE_SLOPE_FORMAT"]
@@ -191,18 +191,10 @@ class EltwiseEngine(wiring.Component):
         gen_big = Signal()
         gen_chunk = Signal(range(ch + 1))
         m.d.comb += gen_chunk.eq(Mux(gen_big, ch, gen_left))
-        # Words the src/aux FIFOs are committed to hold: read requests are
-        # issued only with room, so ``r`` is never back-pressured.
-        reserved = Signal(range(depth + 1))
+        # Words the src/aux FIFOs are committed to hold.
         reserve = Signal()
         release = Signal()
-        # A pop is counted a cycle late: its path from the source FIFOs'
-        # levels and the feed into this adder failed 75 MHz on the 10x11
-        # ULX3S build (13.5 ns). ``reserved`` then overstates the FIFO's
-        # commitment for a cycle, which can only delay a request.
-        released = Signal()
-        m.d.sync += released.eq(release)
-        m.d.sync += reserved.eq(reserved + Mux(reserve, gen_chunk, 0) - released)
+        reserved = reservation_count(m, depth, reserve, gen_chunk, release)
         issued, answered = Signal(32), Signal(32)
         fault = Signal()
 

@@ -22,7 +22,6 @@ from .skid_buffer import SkidBuffer
 __all__ = ["FmapDma", "FmapCommand", "FmapMode", "ConvGeometryLayout"]
 
 
-
 def _room(m, fifo, name):
     """Whether ``fifo`` (written at most once a cycle) can take a word, from a
     register: its level a cycle ago left two entries free. One entry is
@@ -32,6 +31,7 @@ def _room(m, fifo, name):
     room = Signal(name=f"{name}_room")
     m.d.sync += room.eq(fifo.level + 2 <= fifo.depth)
     return room
+
 
 class FmapMode(enum.IntEnum):
     LOAD_IM2COL = 0

@@ -35,7 +35,7 @@ from fecaffe_hw.fixedpoint.windows import window_geometry
 from fecaffe_hw.runtime import isa
 
 from .line_buffer import LineBuffer
-from .memory_port import MAX_BURST_WORDS, engine_members
+from .memory_port import MAX_BURST_WORDS, engine_members, reservation_count
 from .multiplier import registered_product
 from .skid_buffer import SkidBuffer
 from .pooling import Pooling, PoolingBackward, PoolKind
@@ -410,15 +410,8 @@ class PoolEngine(wiring.Component):
         rd_chunk_next = Mux(_exceeds(rd_left, ch), ch, rd_left)
         m.d.sync += [rd_chunk.eq(rd_chunk_next),
                      rd_ends.eq(~_exceeds(rd_left, ch) & (rd_runs != _LAST))]
-        reserved = Signal(range(depth + 1))
         reserve, release = Signal(), Signal()
-        # Both reservation counts take a pop a cycle late: the pop's path
-        # from the cores' ready into these adders was the 10x11 ULX3S
-        # build's critical path (14.8 ns routed). A count then overstates the
-        # FIFO's commitment for a cycle, which can only delay a request.
-        released = Signal()
-        m.d.sync += released.eq(release)
-        m.d.sync += reserved.eq(reserved + Mux(reserve, rd_chunk, 0) - released)
+        reserved = reservation_count(m, depth, reserve, rd_chunk, release)
         with m.If(rd_start):
             m.d.sync += [rd_start.eq(0), rd_addr.eq(rd_first),
                          rd_left_n.eq(~((rd_elem[0] + in_run + 1) >> 1))]
@@ -435,11 +428,9 @@ class PoolEngine(wiring.Component):
         ir_chunk_next = Mux(_exceeds(ir_left, ch), ch, ir_left)
         m.d.sync += [ir_chunk.eq(ir_chunk_next),
                      ir_ends.eq(~_exceeds(ir_left, ch) & (ir_runs != _LAST))]
-        ix_reserved = Signal(range(depth + 1))
         ix_reserve, ix_release = Signal(), Signal()
-        ix_released = Signal()
-        m.d.sync += ix_released.eq(ix_release)
-        m.d.sync += ix_reserved.eq(ix_reserved + Mux(ix_reserve, ir_chunk, 0) - ix_released)
+        ix_reserved = reservation_count(m, depth, ix_reserve, ir_chunk, ix_release,
+                                        prefix="ix_")
         with m.If(ir_start):
             m.d.sync += [ir_start.eq(0), ir_addr.eq(ir_first),
                          ir_left_n.eq(~((ir_elem[:2] + in_run + 3) >> 2))]
